@@ -1,0 +1,391 @@
+#include "common/config.h"
+
+#include <c10/util/irange.h>
+
+#include <sstream>
+
+namespace deeprnn {
+namespace {
+
+std::string shape_str(c10::IntArrayRef sizes) {
+  std::ostringstream out;
+  out << "(";
+  for (const auto i : c10::irange(sizes.size())) {
+    out << (i ? ", " : "") << sizes[i];
+  }
+  if (sizes.size() == 1) {
+    out << ",";
+  }
+  out << ")";
+  return out.str();
+}
+
+const char* dtype_str(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat:
+      return "float";
+    case at::kDouble:
+      return "double";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kHalf:
+      return "half";
+    default:
+      return c10::toString(type);
+  }
+}
+
+void check_state(
+    const RNNConfig& cfg,
+    const at::Tensor& input,
+    const std::optional<at::Tensor>& state,
+    const char* name,
+    int64_t width,
+    const char* width_name) {
+  if (!state.has_value() || !state->defined()) {
+    return;
+  }
+  const std::vector<int64_t> expected = {
+      cfg.num_layers * cfg.num_directions, cfg.batch, width};
+  TORCH_CHECK(
+      state->sizes() == c10::IntArrayRef(expected),
+      cfg.op_name,
+      ": ",
+      name,
+      " must have shape ",
+      shape_str(expected),
+      " = (num_layers*num_directions, batch, ",
+      width_name,
+      "), got ",
+      shape_str(state->sizes()));
+  TORCH_CHECK(
+      state->scalar_type() == input.scalar_type(),
+      cfg.op_name,
+      ": ",
+      name,
+      " must have the dtype of input (",
+      dtype_str(input.scalar_type()),
+      "), got ",
+      dtype_str(state->scalar_type()));
+  TORCH_CHECK(
+      state->device() == input.device(),
+      cfg.op_name,
+      ": ",
+      name,
+      " must be on the device of input (",
+      input.device(),
+      "), got ",
+      state->device());
+}
+
+} // namespace
+
+Mode parse_mode(c10::string_view mode) {
+  if (mode == "lstm") {
+    return Mode::LSTM;
+  }
+  if (mode == "gru") {
+    return Mode::GRU;
+  }
+  if (mode == "rnn_tanh") {
+    return Mode::RNN_TANH;
+  }
+  if (mode == "rnn_relu") {
+    return Mode::RNN_RELU;
+  }
+  TORCH_CHECK(
+      false,
+      "deeprnn: unknown mode '",
+      std::string(mode),
+      "', expected one of 'lstm', 'gru', 'rnn_tanh', 'rnn_relu'");
+}
+
+const char* mode_name(Mode mode) {
+  switch (mode) {
+    case Mode::LSTM:
+      return "lstm";
+    case Mode::GRU:
+      return "gru";
+    case Mode::RNN_TANH:
+      return "rnn_tanh";
+    case Mode::RNN_RELU:
+      return "rnn_relu";
+  }
+  return "?";
+}
+
+int64_t gate_count(Mode mode) {
+  switch (mode) {
+    case Mode::LSTM:
+      return 4;
+    case Mode::GRU:
+      return 3;
+    default:
+      return 1;
+  }
+}
+
+std::string param_name(const RNNConfig& cfg, int64_t index) {
+  const int64_t per_layer = cfg.params_per_direction * cfg.num_directions;
+  const int64_t layer = index / per_layer;
+  const int64_t direction = (index % per_layer) / cfg.params_per_direction;
+  int64_t slot = index % cfg.params_per_direction;
+  if (!cfg.has_biases && slot >= 2) {
+    slot += 2; // without biases the projection follows the weights
+  }
+  static const char* kNames[] = {
+      "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"};
+  std::ostringstream out;
+  out << kNames[slot] << "_l" << layer << (direction ? "_reverse" : "");
+  return out.str();
+}
+
+RNNConfig check_rnn_args(
+    Mode mode,
+    const at::Tensor& input,
+    const std::optional<at::Tensor>& hx,
+    const std::optional<at::Tensor>& cx,
+    at::TensorList params,
+    bool has_biases,
+    int64_t num_layers,
+    double dropout,
+    bool train,
+    bool bidirectional,
+    bool batch_first) {
+  RNNConfig cfg;
+  cfg.mode = mode;
+  cfg.op_name = std::string("deeprnn.") + mode_name(mode);
+  const std::string& op = cfg.op_name;
+  cfg.gates = gate_count(mode);
+  cfg.has_biases = has_biases;
+  cfg.batch_first = batch_first;
+  cfg.train = train;
+  cfg.dropout = dropout;
+  cfg.num_directions = bidirectional ? 2 : 1;
+
+  TORCH_CHECK(
+      num_layers >= 1, op, ": num_layers must be >= 1, got ", num_layers);
+  cfg.num_layers = num_layers;
+  TORCH_CHECK(
+      dropout >= 0.0 && dropout <= 1.0,
+      op,
+      ": dropout must be in [0, 1], got ",
+      dropout);
+
+  TORCH_CHECK(input.defined(), op, ": input is undefined");
+  TORCH_CHECK(
+      input.dim() == 3,
+      op,
+      ": expected 3-D input ",
+      batch_first ? "(batch, seq_len, input_size)"
+                  : "(seq_len, batch, input_size)",
+      ", got a ",
+      input.dim(),
+      "-D tensor of shape ",
+      shape_str(input.sizes()));
+  const auto dtype = input.scalar_type();
+  TORCH_CHECK(
+      dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 ||
+          dtype == at::kHalf,
+      op,
+      ": input must be a floating point tensor (float, double, bfloat16 or "
+      "half), got ",
+      dtype_str(dtype));
+  cfg.seq_len = input.size(batch_first ? 1 : 0);
+  cfg.batch = input.size(batch_first ? 0 : 1);
+  TORCH_CHECK(
+      cfg.seq_len >= 1,
+      op,
+      ": input must have at least one time step, got seq_len 0 (input "
+      "shape ",
+      shape_str(input.sizes()),
+      ")");
+
+  // Parameters: count, then the first layer tells the sizes, then every
+  // tensor's shape, dtype and device.
+  const int64_t base = has_biases ? 4 : 2;
+  const int64_t count = static_cast<int64_t>(params.size());
+  const int64_t directions = cfg.num_directions;
+  const bool count_plain = count == num_layers * directions * base;
+  const bool count_proj =
+      mode == Mode::LSTM && count == num_layers * directions * (base + 1);
+  TORCH_CHECK(
+      count_plain || count_proj,
+      op,
+      ": expected ",
+      num_layers * directions * base,
+      " parameter tensors (num_layers*num_directions*",
+      base,
+      mode == Mode::LSTM ? ", or one more per layer and direction with "
+                           "projection"
+                         : "",
+      "), got ",
+      count);
+  cfg.has_proj = count_proj;
+  cfg.params_per_direction = base + (cfg.has_proj ? 1 : 0);
+
+  for (const auto i : c10::irange(count)) {
+    TORCH_CHECK(
+        params[i].defined(),
+        op,
+        ": parameter ",
+        i,
+        " (",
+        param_name(cfg, i),
+        ") is undefined");
+  }
+  const at::Tensor& w_ih0 = params[0];
+  TORCH_CHECK(
+      w_ih0.dim() == 2 && w_ih0.size(0) % cfg.gates == 0 &&
+          w_ih0.size(0) > 0,
+      op,
+      ": parameter 0 (weight_ih_l0) must be a 2-D tensor of shape (",
+      cfg.gates,
+      "*hidden_size, input_size), got ",
+      shape_str(w_ih0.sizes()));
+  cfg.hidden_size = w_ih0.size(0) / cfg.gates;
+  cfg.input_size = w_ih0.size(1);
+  if (cfg.has_proj) {
+    const at::Tensor& w_hr0 = params[cfg.params_per_direction - 1];
+    TORCH_CHECK(
+        w_hr0.dim() == 2 && w_hr0.size(1) == cfg.hidden_size,
+        op,
+        ": parameter ",
+        cfg.params_per_direction - 1,
+        " (weight_hr_l0) must be a 2-D tensor of shape (proj_size, ",
+        cfg.hidden_size,
+        "), got ",
+        shape_str(w_hr0.sizes()));
+    cfg.proj_size = w_hr0.size(0);
+    TORCH_CHECK(
+        cfg.proj_size >= 1 && cfg.proj_size < cfg.hidden_size,
+        op,
+        ": proj_size must be in [1, hidden_size) = [1, ",
+        cfg.hidden_size,
+        "), got ",
+        cfg.proj_size);
+  } else {
+    cfg.proj_size = cfg.hidden_size;
+  }
+  TORCH_CHECK(
+      input.size(2) == cfg.input_size,
+      op,
+      ": input.size(-1) must be equal to input_size ",
+      cfg.input_size,
+      " (the width of weight_ih_l0), got ",
+      input.size(2));
+
+  const int64_t gh = cfg.gates * cfg.hidden_size;
+  for (const auto i : c10::irange(count)) {
+    const int64_t layer = i / (cfg.params_per_direction * directions);
+    int64_t slot = i % cfg.params_per_direction;
+    if (!has_biases && slot >= 2) {
+      slot += 2;
+    }
+    std::vector<int64_t> expected;
+    switch (slot) {
+      case 0:
+        expected = {gh, cfg.layer_input_size(layer)};
+        break;
+      case 1:
+        expected = {gh, cfg.proj_size};
+        break;
+      case 2:
+      case 3:
+        expected = {gh};
+        break;
+      default:
+        expected = {cfg.proj_size, cfg.hidden_size};
+        break;
+    }
+    const at::Tensor& p = params[i];
+    TORCH_CHECK(
+        p.sizes() == c10::IntArrayRef(expected),
+        op,
+        ": parameter ",
+        i,
+        " (",
+        param_name(cfg, i),
+        ") must have shape ",
+        shape_str(expected),
+        ", got ",
+        shape_str(p.sizes()));
+    TORCH_CHECK(
+        p.scalar_type() == dtype,
+        op,
+        ": all parameters must have the dtype of input (",
+        dtype_str(dtype),
+        "), got ",
+        dtype_str(p.scalar_type()),
+        " for parameter ",
+        i,
+        " (",
+        param_name(cfg, i),
+        ")");
+    TORCH_CHECK(
+        p.device() == input.device(),
+        op,
+        ": all parameters must be on the device of input (",
+        input.device(),
+        "), got ",
+        p.device(),
+        " for parameter ",
+        i,
+        " (",
+        param_name(cfg, i),
+        ")");
+  }
+
+  check_state(cfg, input, hx, "hx", cfg.proj_size,
+              cfg.has_proj ? "proj_size" : "hidden_size");
+  if (mode == Mode::LSTM) {
+    check_state(cfg, input, cx, "cx", cfg.hidden_size, "hidden_size");
+  } else {
+    TORCH_CHECK(
+        !(cx.has_value() && cx->defined()),
+        op,
+        ": cx is only used by LSTM, got a tensor");
+  }
+  return cfg;
+}
+
+ReserveLayout reserve_layer_layout(
+    Mode mode,
+    int64_t seq_len,
+    int64_t batch,
+    int64_t hidden_size,
+    int64_t proj_size,
+    bool has_proj,
+    int64_t num_directions,
+    bool is_last_layer,
+    bool with_dropout) {
+  const int64_t rows = seq_len * batch * num_directions;
+  ReserveLayout layout;
+  const bool gated = mode == Mode::LSTM || mode == Mode::GRU;
+  layout.gates = gated ? rows * gate_count(mode) * hidden_size : 0;
+  layout.cells = gated ? rows * hidden_size : 0;
+  layout.hidden = (mode == Mode::LSTM && has_proj) ? rows * hidden_size : 0;
+  layout.output = is_last_layer ? 0 : rows * proj_size;
+  layout.mask = (!is_last_layer && with_dropout) ? rows * proj_size : 0;
+  return layout;
+}
+
+int64_t reserve_numel(const RNNConfig& cfg) {
+  int64_t total = 0;
+  for (const auto layer : c10::irange(cfg.num_layers)) {
+    total += reserve_layer_layout(
+                 cfg.mode,
+                 cfg.seq_len,
+                 cfg.batch,
+                 cfg.hidden_size,
+                 cfg.proj_size,
+                 cfg.has_proj,
+                 cfg.num_directions,
+                 layer == cfg.num_layers - 1,
+                 cfg.uses_dropout())
+                 .size();
+  }
+  return total;
+}
+
+} // namespace deeprnn

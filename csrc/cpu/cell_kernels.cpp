@@ -1,0 +1,280 @@
+#include "cpu/cell_kernels.h"
+
+#include "common/cell_math.h"
+
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+
+namespace deeprnn {
+namespace cpu {
+namespace {
+
+// Rows per task: enough elements that a thread's share outweighs the cost of
+// waking it, so small batches stay on the calling thread.
+int64_t grain_rows(int64_t width) {
+  constexpr int64_t kElementsPerTask = 16384;
+  return std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(width, 1));
+}
+
+template <typename scalar_t>
+using acc = at::opmath_type<scalar_t>;
+
+} // namespace
+
+template <typename scalar_t>
+void lstm_cell_forward(
+    int64_t batch,
+    int64_t hidden,
+    Rows<scalar_t> gates,
+    Rows<const scalar_t> recurrent,
+    Rows<const scalar_t> c_prev,
+    Rows<scalar_t> c_out,
+    Rows<scalar_t> h_out) {
+  using acc_t = acc<scalar_t>;
+  at::parallel_for(0, batch, grain_rows(4 * hidden), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      scalar_t* g = gates.row(b);
+      const scalar_t* r = recurrent.row(b);
+      const scalar_t* cp = c_prev.row(b);
+      scalar_t* co = c_out.row(b);
+      scalar_t* ho = h_out.row(b);
+      for (int64_t j = 0; j < hidden; ++j) {
+        const auto out = cell::lstm_forward<acc_t>(
+            acc_t(g[j]) + acc_t(r[j]),
+            acc_t(g[hidden + j]) + acc_t(r[hidden + j]),
+            acc_t(g[2 * hidden + j]) + acc_t(r[2 * hidden + j]),
+            acc_t(g[3 * hidden + j]) + acc_t(r[3 * hidden + j]),
+            acc_t(cp[j]));
+        g[j] = out.i;
+        g[hidden + j] = out.f;
+        g[2 * hidden + j] = out.g;
+        g[3 * hidden + j] = out.o;
+        co[j] = out.c;
+        ho[j] = out.h;
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void lstm_cell_backward(
+    int64_t batch,
+    int64_t hidden,
+    Rows<const scalar_t> gates,
+    Rows<const scalar_t> c,
+    Rows<const scalar_t> c_prev,
+    Rows<const scalar_t> dh,
+    Rows<const scalar_t> dh_carry,
+    Rows<scalar_t> dc,
+    Rows<scalar_t> dgates) {
+  using acc_t = acc<scalar_t>;
+  at::parallel_for(0, batch, grain_rows(4 * hidden), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const scalar_t* g = gates.row(b);
+      const scalar_t* ct = c.row(b);
+      const scalar_t* cp = c_prev.row(b);
+      const scalar_t* dhr = dh.row(b);
+      const scalar_t* carry = dh_carry ? dh_carry.row(b) : nullptr;
+      scalar_t* dcr = dc.row(b);
+      scalar_t* dg = dgates.row(b);
+      for (int64_t j = 0; j < hidden; ++j) {
+        const acc_t dh_total =
+            acc_t(dhr[j]) + (carry ? acc_t(carry[j]) : acc_t(0));
+        const auto out = cell::lstm_backward<acc_t>(
+            g[j],
+            g[hidden + j],
+            g[2 * hidden + j],
+            g[3 * hidden + j],
+            ct[j],
+            cp[j],
+            dh_total,
+            dcr[j]);
+        dg[j] = out.di;
+        dg[hidden + j] = out.df;
+        dg[2 * hidden + j] = out.dg;
+        dg[3 * hidden + j] = out.do_;
+        dcr[j] = out.dc_prev;
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void gru_cell_forward(
+    int64_t batch,
+    int64_t hidden,
+    Rows<scalar_t> gates,
+    Rows<const scalar_t> recurrent,
+    const scalar_t* b_hn,
+    Rows<const scalar_t> h_prev,
+    Rows<scalar_t> hn_out,
+    Rows<scalar_t> h_out) {
+  using acc_t = acc<scalar_t>;
+  at::parallel_for(0, batch, grain_rows(3 * hidden), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      scalar_t* g = gates.row(b);
+      const scalar_t* r = recurrent.row(b);
+      const scalar_t* hp = h_prev.row(b);
+      scalar_t* hn = hn_out ? hn_out.row(b) : nullptr;
+      scalar_t* ho = h_out.row(b);
+      for (int64_t j = 0; j < hidden; ++j) {
+        const auto out = cell::gru_forward<acc_t>(
+            g[j],
+            g[hidden + j],
+            g[2 * hidden + j],
+            r[j],
+            r[hidden + j],
+            r[2 * hidden + j],
+            b_hn ? acc_t(b_hn[j]) : acc_t(0),
+            hp[j]);
+        g[j] = out.r;
+        g[hidden + j] = out.z;
+        g[2 * hidden + j] = out.n;
+        if (hn) {
+          hn[j] = out.hn;
+        }
+        ho[j] = out.h;
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void gru_cell_backward(
+    int64_t batch,
+    int64_t hidden,
+    Rows<const scalar_t> gates,
+    Rows<const scalar_t> hn,
+    Rows<const scalar_t> h_prev,
+    Rows<const scalar_t> dh,
+    Rows<const scalar_t> dh_carry,
+    Rows<scalar_t> dgates_x,
+    Rows<scalar_t> dgates_h,
+    Rows<scalar_t> dh_prev) {
+  using acc_t = acc<scalar_t>;
+  at::parallel_for(0, batch, grain_rows(3 * hidden), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const scalar_t* g = gates.row(b);
+      const scalar_t* hnr = hn.row(b);
+      const scalar_t* hp = h_prev.row(b);
+      const scalar_t* dhr = dh.row(b);
+      const scalar_t* carry = dh_carry ? dh_carry.row(b) : nullptr;
+      scalar_t* dgx = dgates_x.row(b);
+      scalar_t* dgh = dgates_h.row(b);
+      scalar_t* dhp = dh_prev.row(b);
+      for (int64_t j = 0; j < hidden; ++j) {
+        const acc_t dh_total =
+            acc_t(dhr[j]) + (carry ? acc_t(carry[j]) : acc_t(0));
+        const auto out = cell::gru_backward<acc_t>(
+            g[j], g[hidden + j], g[2 * hidden + j], hnr[j], hp[j], dh_total);
+        dgx[j] = out.dr;
+        dgx[hidden + j] = out.dz;
+        dgx[2 * hidden + j] = out.dn_x;
+        dgh[j] = out.dr;
+        dgh[hidden + j] = out.dz;
+        dgh[2 * hidden + j] = out.dn_h;
+        dhp[j] = out.dh_prev;
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void rnn_cell_forward(
+    int64_t batch,
+    int64_t hidden,
+    bool relu,
+    Rows<const scalar_t> gates,
+    Rows<const scalar_t> recurrent,
+    Rows<scalar_t> h_out) {
+  using acc_t = acc<scalar_t>;
+  at::parallel_for(0, batch, grain_rows(hidden), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const scalar_t* g = gates.row(b);
+      const scalar_t* r = recurrent.row(b);
+      scalar_t* ho = h_out.row(b);
+      for (int64_t j = 0; j < hidden; ++j) {
+        ho[j] = cell::rnn_forward<acc_t>(acc_t(g[j]) + acc_t(r[j]), relu);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void rnn_cell_backward(
+    int64_t batch,
+    int64_t hidden,
+    bool relu,
+    Rows<const scalar_t> h,
+    Rows<const scalar_t> dh,
+    Rows<const scalar_t> dh_carry,
+    Rows<scalar_t> dgates) {
+  using acc_t = acc<scalar_t>;
+  at::parallel_for(0, batch, grain_rows(hidden), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const scalar_t* hr = h.row(b);
+      const scalar_t* dhr = dh.row(b);
+      const scalar_t* carry = dh_carry ? dh_carry.row(b) : nullptr;
+      scalar_t* dg = dgates.row(b);
+      for (int64_t j = 0; j < hidden; ++j) {
+        const acc_t dh_total =
+            acc_t(dhr[j]) + (carry ? acc_t(carry[j]) : acc_t(0));
+        dg[j] = cell::rnn_backward<acc_t>(hr[j], dh_total, relu);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void add_rows(
+    int64_t batch,
+    int64_t width,
+    Rows<const scalar_t> a,
+    Rows<const scalar_t> b,
+    Rows<scalar_t> out) {
+  using acc_t = acc<scalar_t>;
+  at::parallel_for(0, batch, grain_rows(width), [&](int64_t b0, int64_t b1) {
+    for (int64_t row = b0; row < b1; ++row) {
+      const scalar_t* ar = a.row(row);
+      const scalar_t* br = b.row(row);
+      scalar_t* o = out.row(row);
+      for (int64_t j = 0; j < width; ++j) {
+        o[j] = acc_t(ar[j]) + acc_t(br[j]);
+      }
+    }
+  });
+}
+
+#define DEEPRNN_INSTANTIATE_CELLS(T)                                         \
+  template void lstm_cell_forward<T>(                                        \
+      int64_t, int64_t, Rows<T>, Rows<const T>, Rows<const T>, Rows<T>,      \
+      Rows<T>);                                                              \
+  template void lstm_cell_backward<T>(                                       \
+      int64_t, int64_t, Rows<const T>, Rows<const T>, Rows<const T>,         \
+      Rows<const T>, Rows<const T>, Rows<T>, Rows<T>);                       \
+  template void gru_cell_forward<T>(                                         \
+      int64_t, int64_t, Rows<T>, Rows<const T>, const T*, Rows<const T>,     \
+      Rows<T>, Rows<T>);                                                     \
+  template void gru_cell_backward<T>(                                        \
+      int64_t, int64_t, Rows<const T>, Rows<const T>, Rows<const T>,         \
+      Rows<const T>, Rows<const T>, Rows<T>, Rows<T>, Rows<T>);              \
+  template void rnn_cell_forward<T>(                                         \
+      int64_t, int64_t, bool, Rows<const T>, Rows<const T>, Rows<T>);        \
+  template void rnn_cell_backward<T>(                                        \
+      int64_t, int64_t, bool, Rows<const T>, Rows<const T>, Rows<const T>,   \
+      Rows<T>);                                                              \
+  template void add_rows<T>(                                                 \
+      int64_t, int64_t, Rows<const T>, Rows<const T>, Rows<T>);
+
+DEEPRNN_INSTANTIATE_CELLS(float)
+DEEPRNN_INSTANTIATE_CELLS(double)
+DEEPRNN_INSTANTIATE_CELLS(c10::BFloat16)
+DEEPRNN_INSTANTIATE_CELLS(c10::Half)
+#undef DEEPRNN_INSTANTIATE_CELLS
+
+} // namespace cpu
+} // namespace deeprnn

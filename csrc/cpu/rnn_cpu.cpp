@@ -1,0 +1,686 @@
+// CPU kernels of deeprnn::_rnn_forward and deeprnn::_rnn_backward.
+//
+// Driver shape (DESIGN.md §3): layers outside, time inside, both directions
+// per step. Per layer, ONE GEMM projects the input of every step for both
+// directions; the time loop only does the recurrent product h W_hh^T per
+// direction and one fused pointwise kernel that writes h_t straight into the
+// layer output. Backward keeps only dh_{t-1} = dG_t W_hh in the loop; the
+// weight gradients are GEMMs over all steps after it. Buffers are allocated
+// per layer, never inside the time loop (the loop only takes views).
+
+#include "common/config.h"
+#include "cpu/cell_kernels.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/ops/addmm_cpu_dispatch.h>
+#include <ATen/ops/mm_cpu_dispatch.h>
+#include <c10/util/irange.h>
+#include <torch/library.h>
+
+#include <vector>
+
+namespace deeprnn {
+namespace {
+
+using at::Tensor;
+
+// The parameters of one layer and direction, contiguous.
+struct CellParams {
+  Tensor w_ih; // [G*H, I_l]
+  Tensor w_hh; // [G*H, P]
+  Tensor b_ih; // [G*H] or undefined
+  Tensor b_hh; // [G*H] or undefined
+  Tensor w_hr; // [P, H] or undefined
+};
+
+std::vector<CellParams> unpack_params(
+    const RNNConfig& cfg,
+    at::TensorList params) {
+  std::vector<CellParams> cells;
+  const int64_t per = cfg.params_per_direction;
+  for (int64_t base = 0; base < static_cast<int64_t>(params.size());
+       base += per) {
+    CellParams c;
+    c.w_ih = params[base].contiguous();
+    c.w_hh = params[base + 1].contiguous();
+    if (cfg.has_biases) {
+      c.b_ih = params[base + 2].contiguous();
+      c.b_hh = params[base + 3].contiguous();
+    }
+    if (cfg.has_proj) {
+      c.w_hr = params[base + per - 1].contiguous();
+    }
+    cells.push_back(std::move(c));
+  }
+  return cells;
+}
+
+// [W_ih_fwd; W_ih_rev]: the input projection of both directions in one GEMM.
+Tensor stacked_input_weights(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer) {
+  if (cfg.num_directions == 1) {
+    return cells[layer].w_ih;
+  }
+  return at::cat({cells[2 * layer].w_ih, cells[2 * layer + 1].w_ih}, 0);
+}
+
+// The biases folded into the input projection: b_ih + b_hh, except GRU's
+// b_hn, which sits inside r * (W_hn h + b_hn) and goes to the cell kernel.
+Tensor stacked_input_bias(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer) {
+  std::vector<Tensor> parts;
+  const int64_t H = cfg.hidden_size;
+  for (const auto d : c10::irange(cfg.num_directions)) {
+    const CellParams& c = cells[layer * cfg.num_directions + d];
+    Tensor bias = c.b_ih + c.b_hh;
+    if (cfg.mode == Mode::GRU) {
+      bias.narrow(0, 2 * H, H).copy_(c.b_ih.narrow(0, 2 * H, H));
+    }
+    parts.push_back(bias);
+  }
+  return parts.size() == 1 ? parts[0] : at::cat(parts, 0);
+}
+
+template <typename scalar_t>
+cpu::Rows<scalar_t> rows(const Tensor& t) {
+  // t: [B, W] with unit column stride
+  return {t.data_ptr<scalar_t>(), t.stride(0)};
+}
+
+// Cuts the reserve into its per-layer pieces (see common/config.h).
+struct LayerReserve {
+  Tensor gates; // [T, B, D*G*H]
+  Tensor cells; // [T, B, D*H]
+  Tensor hidden; // [T, B, D*H]
+  Tensor output; // [T, B, D*P]
+  Tensor mask; // [T, B, D*P]
+};
+
+std::vector<LayerReserve> split_reserve(
+    const RNNConfig& cfg,
+    const Tensor& reserve) {
+  std::vector<LayerReserve> layers(cfg.num_layers);
+  if (!reserve.defined() || reserve.numel() == 0) {
+    return layers;
+  }
+  const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
+  int64_t offset = 0;
+  auto take = [&](int64_t numel, int64_t width) {
+    if (numel == 0) {
+      return Tensor();
+    }
+    Tensor piece = reserve.narrow(0, offset, numel).view({T, B, width});
+    offset += numel;
+    return piece;
+  };
+  for (const auto l : c10::irange(cfg.num_layers)) {
+    const ReserveLayout layout = reserve_layer_layout(
+        cfg.mode,
+        T,
+        B,
+        cfg.hidden_size,
+        cfg.proj_size,
+        cfg.has_proj,
+        D,
+        l == cfg.num_layers - 1,
+        cfg.uses_dropout());
+    const int64_t H = cfg.hidden_size, P = cfg.proj_size;
+    layers[l].gates = take(layout.gates, D * cfg.gates * H);
+    layers[l].cells = take(layout.cells, D * H);
+    layers[l].hidden = take(layout.hidden, D * H);
+    layers[l].output = take(layout.output, D * P);
+    layers[l].mask = take(layout.mask, D * P);
+  }
+  return layers;
+}
+
+Tensor draw_dropout_mask(const Tensor& mask_storage, double p) {
+  if (p >= 1.0) {
+    return mask_storage.zero_();
+  }
+  return mask_storage.bernoulli_(1.0 - p).div_(1.0 - p);
+}
+
+// ---------------------------------------------------------------------------
+// Forward
+
+template <typename scalar_t>
+void forward_layer(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const Tensor& layer_input, // [T, B, I_l]
+    const Tensor& h0, // [L*D, B, P]
+    const Tensor& c0, // [L*D, B, H] (LSTM)
+    const LayerReserve& saved, // pieces of the reserve, or undefined
+    const Tensor& y, // [T, B, D*P] out: the layer output
+    const Tensor& hy, // [L*D, B, P] out
+    const Tensor& cy) { // [L*D, B, H] out (LSTM)
+  const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
+  const int64_t H = cfg.hidden_size, P = cfg.proj_size, G = cfg.gates;
+  const auto opts = layer_input.options();
+  const bool relu = cfg.mode == Mode::RNN_RELU;
+
+  // Input projection of all steps and both directions, biases folded in.
+  Tensor gates =
+      saved.gates.defined() ? saved.gates : at::empty({T, B, D * G * H}, opts);
+  Tensor gates_2d = gates.view({T * B, D * G * H});
+  const Tensor x_2d = layer_input.view({T * B, layer_input.size(2)});
+  const Tensor w_ih = stacked_input_weights(cfg, cells, layer);
+  if (cfg.has_biases) {
+    at::cpu::addmm_out(
+        gates_2d, stacked_input_bias(cfg, cells, layer), x_2d, w_ih.t());
+  } else {
+    at::cpu::mm_out(gates_2d, x_2d, w_ih.t());
+  }
+
+  // Per-layer scratch, reused by every step.
+  Tensor recurrent = at::empty({D, B, G * H}, opts); // h_{t-1} W_hh^T
+  // Inference keeps only the running cell state; training keeps every c_t.
+  Tensor cell_state;
+  if (cfg.mode == Mode::LSTM && !saved.cells.defined()) {
+    cell_state = at::empty({B, D * H}, opts);
+  }
+  Tensor hidden_scratch; // o * tanh(c) before the projection
+  if (cfg.has_proj && !saved.hidden.defined()) {
+    hidden_scratch = at::empty({B, D * H}, opts);
+  }
+
+  scalar_t* gates_ptr = gates.data_ptr<scalar_t>();
+  scalar_t* y_ptr = y.data_ptr<scalar_t>();
+  const int64_t gate_row = D * G * H; // row strides of the [T, B, *] buffers
+  const int64_t y_row = D * P;
+
+  for (const auto step : c10::irange(T)) {
+    for (const auto d : c10::irange(D)) {
+      const CellParams& p = cells[layer * D + d];
+      const int64_t t = d == 0 ? step : T - 1 - step;
+      const int64_t t_prev = d == 0 ? t - 1 : t + 1;
+      const Tensor h_prev = step == 0
+          ? h0.select(0, layer * D + d)
+          : y.select(0, t_prev).narrow(1, d * P, P);
+      Tensor recurrent_d = recurrent.select(0, d);
+      at::cpu::mm_out(recurrent_d, h_prev, p.w_hh.t());
+
+      cpu::Rows<scalar_t> step_gates{
+          gates_ptr + (t * B) * gate_row + d * G * H, gate_row};
+      cpu::Rows<const scalar_t> step_recurrent{
+          recurrent_d.data_ptr<scalar_t>(), G * H};
+      cpu::Rows<scalar_t> h_out{y_ptr + (t * B) * y_row + d * P, y_row};
+
+      switch (cfg.mode) {
+        case Mode::LSTM: {
+          cpu::Rows<const scalar_t> c_prev;
+          cpu::Rows<scalar_t> c_out;
+          if (saved.cells.defined()) {
+            scalar_t* c_ptr = saved.cells.data_ptr<scalar_t>();
+            c_out = {c_ptr + (t * B) * D * H + d * H, D * H};
+            c_prev = step == 0
+                ? cpu::Rows<const scalar_t>{c0.select(0, layer * D + d)
+                                                .data_ptr<scalar_t>(),
+                                            H}
+                : cpu::Rows<const scalar_t>{
+                      c_ptr + (t_prev * B) * D * H + d * H, D * H};
+          } else {
+            c_out = {cell_state.data_ptr<scalar_t>() + d * H, D * H};
+            c_prev = step == 0
+                ? cpu::Rows<const scalar_t>{c0.select(0, layer * D + d)
+                                                .data_ptr<scalar_t>(),
+                                            H}
+                : cpu::as_const(c_out);
+          }
+          cpu::Rows<scalar_t> pre_projection = h_out;
+          if (cfg.has_proj) {
+            pre_projection = saved.hidden.defined()
+                ? cpu::Rows<scalar_t>{saved.hidden.data_ptr<scalar_t>() +
+                                          (t * B) * D * H + d * H,
+                                      D * H}
+                : cpu::Rows<scalar_t>{
+                      hidden_scratch.data_ptr<scalar_t>() + d * H, D * H};
+          }
+          cpu::lstm_cell_forward<scalar_t>(
+              B, H, step_gates, step_recurrent, c_prev, c_out, pre_projection);
+          if (cfg.has_proj) {
+            const Tensor& hidden_all =
+                saved.hidden.defined() ? saved.hidden.select(0, t)
+                                       : hidden_scratch;
+            Tensor y_t = y.select(0, t).narrow(1, d * P, P);
+            at::cpu::mm_out(y_t, hidden_all.narrow(1, d * H, H), p.w_hr.t());
+          }
+          if (step == T - 1) {
+            cy.select(0, layer * D + d)
+                .copy_(
+                    saved.cells.defined()
+                        ? saved.cells.select(0, t).narrow(1, d * H, H)
+                        : cell_state.narrow(1, d * H, H));
+          }
+          break;
+        }
+        case Mode::GRU: {
+          cpu::Rows<const scalar_t> h_prev_rows{
+              h_prev.data_ptr<scalar_t>(), h_prev.stride(0)};
+          cpu::Rows<scalar_t> hn_out;
+          if (saved.cells.defined()) {
+            hn_out = {
+                saved.cells.data_ptr<scalar_t>() + (t * B) * D * H + d * H,
+                D * H};
+          }
+          const scalar_t* b_hn = cfg.has_biases
+              ? p.b_hh.data_ptr<scalar_t>() + 2 * H
+              : nullptr;
+          cpu::gru_cell_forward<scalar_t>(
+              B, H, step_gates, step_recurrent, b_hn, h_prev_rows, hn_out,
+              h_out);
+          break;
+        }
+        case Mode::RNN_TANH:
+        case Mode::RNN_RELU:
+          cpu::rnn_cell_forward<scalar_t>(
+              B, H, relu, cpu::as_const(step_gates), step_recurrent, h_out);
+          break;
+      }
+      if (step == T - 1) {
+        hy.select(0, layer * D + d).copy_(y.select(0, t).narrow(1, d * P, P));
+      }
+    }
+  }
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_cpu(
+    const Tensor& input,
+    const std::optional<Tensor>& hx,
+    const std::optional<Tensor>& cx,
+    at::TensorList params,
+    bool has_biases,
+    int64_t num_layers,
+    double dropout,
+    bool train,
+    bool bidirectional,
+    bool batch_first,
+    c10::string_view mode,
+    bool need_reserve) {
+  const RNNConfig cfg = check_rnn_args(
+      parse_mode(mode), input, hx, cx, params, has_biases, num_layers,
+      dropout, train, bidirectional, batch_first);
+  const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
+  const int64_t L = cfg.num_layers, H = cfg.hidden_size, P = cfg.proj_size;
+  const auto opts = input.options();
+
+  Tensor output = at::empty({T, B, D * P}, opts);
+  Tensor hy = at::empty({L * D, B, P}, opts);
+  Tensor cy = cfg.mode == Mode::LSTM ? at::empty({L * D, B, H}, opts)
+                                     : at::empty({0}, opts);
+  Tensor reserve = at::empty({need_reserve ? reserve_numel(cfg) : 0}, opts);
+  const auto saved = split_reserve(cfg, reserve);
+
+  if (B > 0) {
+    const Tensor h0 = hx.has_value() && hx->defined()
+        ? hx->contiguous()
+        : at::zeros({L * D, B, P}, opts);
+    const Tensor c0 = cfg.mode != Mode::LSTM
+        ? Tensor()
+        : (cx.has_value() && cx->defined() ? cx->contiguous()
+                                           : at::zeros({L * D, B, H}, opts));
+    const auto cells = unpack_params(cfg, params);
+    Tensor layer_input =
+        (batch_first ? input.transpose(0, 1) : input).contiguous();
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kBFloat16, at::kHalf, input.scalar_type(), "deeprnn_forward",
+        [&] {
+          for (const auto l : c10::irange(L)) {
+            const bool last = l == L - 1;
+            const Tensor y = last ? output
+                : saved[l].output.defined()
+                ? saved[l].output
+                : at::empty({T, B, D * P}, opts);
+            forward_layer<scalar_t>(
+                cfg, cells, l, layer_input, h0, c0, saved[l], y, hy, cy);
+            if (!last) {
+              if (cfg.uses_dropout()) {
+                Tensor mask = saved[l].mask.defined()
+                    ? saved[l].mask
+                    : at::empty({T, B, D * P}, opts);
+                layer_input = y * draw_dropout_mask(mask, cfg.dropout);
+              } else {
+                layer_input = y;
+              }
+            }
+          }
+        });
+  }
+  if (batch_first) {
+    output = output.transpose(0, 1);
+  }
+  return {output, hy, cy, reserve};
+}
+
+// ---------------------------------------------------------------------------
+// Backward
+
+template <typename scalar_t>
+void backward_layer(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const Tensor& layer_input, // [T, B, I_l]
+    const Tensor& y, // [T, B, D*P] this layer's output
+    const Tensor& h0, // [L*D, B, P]
+    const Tensor& c0, // [L*D, B, H] (LSTM)
+    const LayerReserve& saved,
+    const Tensor& dy, // [T, B, D*P] gradient of y
+    const Tensor& dhy, // [L*D, B, P]
+    const Tensor& dcy, // [L*D, B, H] (LSTM)
+    bool need_input_grad,
+    bool need_param_grads,
+    Tensor& dx, // out: [T, B, I_l] if need_input_grad
+    const Tensor& dhx, // out: [L*D, B, P] or undefined
+    const Tensor& dcx, // out: [L*D, B, H] or undefined
+    std::vector<Tensor>& dparams) { // out, flat like params
+  const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
+  const int64_t H = cfg.hidden_size, P = cfg.proj_size, G = cfg.gates;
+  const auto opts = y.options();
+  const bool relu = cfg.mode == Mode::RNN_RELU;
+  const bool gru = cfg.mode == Mode::GRU;
+  const bool lstm = cfg.mode == Mode::LSTM;
+
+  // Gradients of the pre-activations of every step: dG_x feeds W_ih, b_ih
+  // and dx; dG_h feeds W_hh, b_hh and the recurrence. They differ only for
+  // GRU (the n gate's recurrent part is scaled by r).
+  Tensor dgates_x = at::empty({T, B, D * G * H}, opts);
+  Tensor dgates_h = gru ? at::empty({T, B, D * G * H}, opts) : dgates_x;
+  // Gradient flowing from step t+1 into h_t (and c_t), per direction.
+  Tensor dh_carry =
+      dhy.narrow(0, layer * D, D).contiguous().clone(); // [D, B, P]
+  Tensor dc_carry = lstm ? dcy.narrow(0, layer * D, D).contiguous().clone()
+                         : Tensor(); // [D, B, H]
+  // With projection: the full gradient of each projected h_t (for dW_hr),
+  // and the gradient of o * tanh(c_t) of the current step.
+  Tensor dh_total = cfg.has_proj ? at::empty({T, B, D * P}, opts) : Tensor();
+  Tensor dh_pre_projection =
+      cfg.has_proj ? at::empty({B, H}, opts) : Tensor();
+
+  const int64_t gate_row = D * G * H;
+  const int64_t y_row = D * P;
+  const int64_t cell_row = D * H;
+  auto at_step = [&](const Tensor& buffer, int64_t t, int64_t d,
+                     int64_t width, int64_t row) {
+    if (!buffer.defined()) {
+      return cpu::Rows<scalar_t>{};
+    }
+    return cpu::Rows<scalar_t>{
+        buffer.data_ptr<scalar_t>() + (t * B) * row + d * width, row};
+  };
+
+  for (const auto step : c10::irange(T)) {
+    for (const auto d : c10::irange(D)) {
+      const CellParams& p = cells[layer * D + d];
+      // Backward visits the steps in the opposite order of forward.
+      const int64_t t = d == 0 ? T - 1 - step : step;
+      const bool first_in_forward = d == 0 ? t == 0 : t == T - 1;
+      const int64_t t_prev = d == 0 ? t - 1 : t + 1;
+      const Tensor h_prev = first_in_forward
+          ? h0.select(0, layer * D + d)
+          : y.select(0, t_prev).narrow(1, d * P, P);
+      const cpu::Rows<const scalar_t> h_prev_rows{
+          h_prev.data_ptr<scalar_t>(), h_prev.stride(0)};
+      const auto dy_t = cpu::as_const(at_step(dy, t, d, P, y_row));
+      Tensor carry_d = dh_carry.select(0, d); // [B, P]
+      const cpu::Rows<scalar_t> carry_rows{carry_d.data_ptr<scalar_t>(), P};
+      const auto dgx_t = at_step(dgates_x, t, d, G * H, gate_row);
+      const auto dgh_t = at_step(dgates_h, t, d, G * H, gate_row);
+      const auto gates_t =
+          cpu::as_const(at_step(saved.gates, t, d, G * H, gate_row));
+
+      switch (cfg.mode) {
+        case Mode::LSTM: {
+          const cpu::Rows<const scalar_t> c_prev = first_in_forward
+              ? cpu::Rows<const scalar_t>{c0.select(0, layer * D + d)
+                                              .data_ptr<scalar_t>(),
+                                          H}
+              : cpu::as_const(at_step(saved.cells, t_prev, d, H, cell_row));
+          const auto c_t =
+              cpu::as_const(at_step(saved.cells, t, d, H, cell_row));
+          const cpu::Rows<scalar_t> dc_rows{
+              dc_carry.select(0, d).data_ptr<scalar_t>(), H};
+          if (cfg.has_proj) {
+            const auto total = at_step(dh_total, t, d, P, y_row);
+            cpu::add_rows<scalar_t>(
+                B, P, dy_t, cpu::as_const(carry_rows), total);
+            at::cpu::mm_out(
+                dh_pre_projection,
+                dh_total.select(0, t).narrow(1, d * P, P),
+                p.w_hr);
+            cpu::lstm_cell_backward<scalar_t>(
+                B, H, gates_t, c_t, c_prev,
+                {dh_pre_projection.data_ptr<scalar_t>(), H}, {}, dc_rows,
+                dgx_t);
+          } else {
+            cpu::lstm_cell_backward<scalar_t>(
+                B, H, gates_t, c_t, c_prev, dy_t, cpu::as_const(carry_rows),
+                dc_rows, dgx_t);
+          }
+          break;
+        }
+        case Mode::GRU: {
+          const auto hn_t =
+              cpu::as_const(at_step(saved.cells, t, d, H, cell_row));
+          // Writes the direct part z * dh into the carry; the GEMM below
+          // adds the part through W_hh.
+          cpu::gru_cell_backward<scalar_t>(
+              B, H, gates_t, hn_t, h_prev_rows, dy_t,
+              cpu::as_const(carry_rows), dgx_t, dgh_t, carry_rows);
+          break;
+        }
+        case Mode::RNN_TANH:
+        case Mode::RNN_RELU:
+          cpu::rnn_cell_backward<scalar_t>(
+              B, H, relu, cpu::as_const(at_step(y, t, d, P, y_row)), dy_t,
+              cpu::as_const(carry_rows), dgx_t);
+          break;
+      }
+      const Tensor dgh_step = dgates_h.select(0, t).narrow(1, d * G * H, G * H);
+      if (gru) {
+        at::cpu::addmm_out(carry_d, carry_d, dgh_step, p.w_hh);
+      } else {
+        at::cpu::mm_out(carry_d, dgh_step, p.w_hh);
+      }
+    }
+  }
+
+  for (const auto d : c10::irange(D)) {
+    if (dhx.defined()) {
+      dhx.select(0, layer * D + d).copy_(dh_carry.select(0, d));
+    }
+    if (dcx.defined()) {
+      dcx.select(0, layer * D + d).copy_(dc_carry.select(0, d));
+    }
+  }
+
+  if (need_param_grads) {
+    const int64_t per = cfg.params_per_direction;
+    for (const auto d : c10::irange(D)) {
+      const int64_t base = (layer * D + d) * per;
+      const Tensor dgx_d =
+          dgates_x.narrow(2, d * G * H, G * H).view({T * B, G * H});
+      const Tensor dgh_d =
+          dgates_h.narrow(2, d * G * H, G * H).view({T * B, G * H});
+      at::cpu::mm_out(
+          dparams[base], dgx_d.t(),
+          layer_input.view({T * B, layer_input.size(2)}));
+      // dW_hh = sum_t dG_h(t)^T h_{t-1}: the steps whose h_{t-1} is a row of
+      // y in one GEMM, the step that read h0 in another.
+      const int64_t first = d == 0 ? 0 : T - 1;
+      const int64_t rest_begin = d == 0 ? 1 : 0; // steps reading y
+      const int64_t y_begin = d == 0 ? 0 : 1; // their h_{t-1} rows of y
+      const Tensor dgh_rest = dgates_h.narrow(0, rest_begin, T - 1)
+                                  .narrow(2, d * G * H, G * H)
+                                  .view({(T - 1) * B, G * H});
+      const Tensor h_rest = y.narrow(0, y_begin, T - 1)
+                                .narrow(2, d * P, P)
+                                .view({(T - 1) * B, P});
+      at::cpu::mm_out(dparams[base + 1], dgh_rest.t(), h_rest);
+      at::cpu::addmm_out(
+          dparams[base + 1], dparams[base + 1],
+          dgates_h.select(0, first).narrow(1, d * G * H, G * H).t(),
+          h0.select(0, layer * D + d));
+      if (cfg.has_biases) {
+        at::sum_out(dparams[base + 2], dgx_d, {0});
+        at::sum_out(dparams[base + 3], dgh_d, {0});
+      }
+      if (cfg.has_proj) {
+        const Tensor hidden_d =
+            saved.hidden.narrow(2, d * H, H).view({T * B, H});
+        at::cpu::mm_out(
+            dparams[base + per - 1],
+            dh_total.narrow(2, d * P, P).view({T * B, P}).t(),
+            hidden_d);
+      }
+    }
+  }
+
+  if (need_input_grad) {
+    dx = at::empty({T, B, layer_input.size(2)}, opts);
+    Tensor dx_2d = dx.view({T * B, layer_input.size(2)});
+    at::cpu::mm_out(
+        dx_2d, dgates_x.view({T * B, D * G * H}),
+        stacked_input_weights(cfg, cells, layer));
+  }
+}
+
+std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_cpu(
+    const Tensor& input,
+    const std::optional<Tensor>& hx,
+    const std::optional<Tensor>& cx,
+    at::TensorList params,
+    const Tensor& output,
+    const Tensor& reserve,
+    const std::optional<Tensor>& grad_output,
+    const std::optional<Tensor>& grad_hy,
+    const std::optional<Tensor>& grad_cy,
+    bool has_biases,
+    int64_t num_layers,
+    double dropout,
+    bool train,
+    bool bidirectional,
+    bool batch_first,
+    c10::string_view mode,
+    std::array<bool, 4> output_mask) {
+  const RNNConfig cfg = check_rnn_args(
+      parse_mode(mode), input, hx, cx, params, has_biases, num_layers,
+      dropout, train, bidirectional, batch_first);
+  const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
+  const int64_t L = cfg.num_layers, H = cfg.hidden_size, P = cfg.proj_size;
+  const auto opts = input.options();
+  const std::string& op = cfg.op_name;
+  TORCH_CHECK(
+      reserve.numel() == reserve_numel(cfg),
+      op,
+      " backward: reserve must have ",
+      reserve_numel(cfg),
+      " elements (from _rnn_forward with need_reserve=True and the same "
+      "arguments), got ",
+      reserve.numel());
+  const std::vector<int64_t> out_shape = batch_first
+      ? std::vector<int64_t>{B, T, D * P}
+      : std::vector<int64_t>{T, B, D * P};
+  TORCH_CHECK(
+      output.sizes() == c10::IntArrayRef(out_shape),
+      op,
+      " backward: output must have shape ",
+      c10::IntArrayRef(out_shape),
+      ", got ",
+      output.sizes());
+
+  const bool has_hx = hx.has_value() && hx->defined();
+  const bool has_cx = cx.has_value() && cx->defined();
+  const bool lstm = cfg.mode == Mode::LSTM;
+  Tensor grad_input = at::empty({0}, opts);
+  Tensor grad_hx = output_mask[1] && has_hx
+      ? at::empty({L * D, B, P}, opts)
+      : at::empty({0}, opts);
+  Tensor grad_cx = output_mask[2] && has_cx && lstm
+      ? at::empty({L * D, B, H}, opts)
+      : at::empty({0}, opts);
+  std::vector<Tensor> grad_params;
+  if (output_mask[3]) {
+    for (const auto& p : params) {
+      grad_params.push_back(at::empty(p.sizes(), opts));
+    }
+  }
+
+  if (B == 0) {
+    if (output_mask[0]) {
+      grad_input = at::zeros({T, B, cfg.input_size}, opts);
+      if (batch_first) {
+        grad_input = grad_input.transpose(0, 1);
+      }
+    }
+    for (auto& g : grad_params) {
+      g.zero_();
+    }
+    return {grad_input, grad_hx, grad_cx, grad_params};
+  }
+
+  auto time_major = [&](const std::optional<Tensor>& t) {
+    if (!t.has_value() || !t->defined()) {
+      return at::zeros({T, B, D * P}, opts);
+    }
+    return (batch_first ? t->transpose(0, 1) : *t).contiguous();
+  };
+  auto state_or_zeros = [&](const std::optional<Tensor>& t, int64_t width) {
+    if (!t.has_value() || !t->defined()) {
+      return at::zeros({L * D, B, width}, opts);
+    }
+    return t->contiguous();
+  };
+  const Tensor x = (batch_first ? input.transpose(0, 1) : input).contiguous();
+  const Tensor y_last = (batch_first ? output.transpose(0, 1) : output)
+                            .contiguous();
+  const Tensor h0 = state_or_zeros(hx, P);
+  const Tensor c0 = lstm ? state_or_zeros(cx, H) : Tensor();
+  const Tensor dhy = state_or_zeros(grad_hy, P);
+  const Tensor dcy = lstm ? state_or_zeros(grad_cy, H) : Tensor();
+  const auto saved = split_reserve(cfg, reserve);
+  const auto cells = unpack_params(cfg, params);
+  const Tensor dhx_all = grad_hx.numel() ? grad_hx : Tensor();
+  const Tensor dcx_all = grad_cx.numel() ? grad_cx : Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, input.scalar_type(), "deeprnn_backward", [&] {
+        Tensor dy = time_major(grad_output);
+        for (int64_t l = L - 1; l >= 0; --l) {
+          Tensor layer_input = x;
+          if (l > 0) {
+            layer_input = cfg.uses_dropout()
+                ? saved[l - 1].output * saved[l - 1].mask
+                : saved[l - 1].output;
+          }
+          const Tensor& y = l == L - 1 ? y_last : saved[l].output;
+          Tensor dx;
+          backward_layer<scalar_t>(
+              cfg, cells, l, layer_input, y, h0, c0, saved[l], dy, dhy, dcy,
+              l > 0 || output_mask[0], output_mask[3], dx, dhx_all, dcx_all,
+              grad_params);
+          if (l > 0) {
+            dy = cfg.uses_dropout() ? dx * saved[l - 1].mask : dx;
+          } else if (output_mask[0]) {
+            grad_input = batch_first ? dx.transpose(0, 1) : dx;
+          }
+        }
+      });
+  return {grad_input, grad_hx, grad_cx, grad_params};
+}
+
+} // namespace
+
+TORCH_LIBRARY_IMPL(deeprnn, CPU, m) {
+  m.impl("_rnn_forward", &rnn_forward_cpu);
+  m.impl("_rnn_backward", &rnn_backward_cpu);
+}
+
+} // namespace deeprnn
