@@ -18,21 +18,25 @@
 namespace deeprnn {
 namespace cell {
 
-template <typename acc_t>
-C10_HOST_DEVICE inline acc_t sigmoid(acc_t x) {
-  // exp of a negative argument never overflows, so both halves are stable
-  // for large |x|.
-  if (x >= acc_t(0)) {
-    return acc_t(1) / (acc_t(1) + std::exp(-x));
+// The reference activations. A backend may pass its own `Math` (same two
+// static functions) to the cell functions below, e.g. a vectorisable
+// approximation on the CPU; the cell algebra stays here, written once.
+struct StdMath {
+  template <typename acc_t>
+  C10_HOST_DEVICE static acc_t sigmoid(acc_t x) {
+    // exp of a negative argument never overflows, so both halves are stable
+    // for large |x|.
+    if (x >= acc_t(0)) {
+      return acc_t(1) / (acc_t(1) + std::exp(-x));
+    }
+    const acc_t e = std::exp(x);
+    return e / (acc_t(1) + e);
   }
-  const acc_t e = std::exp(x);
-  return e / (acc_t(1) + e);
-}
-
-template <typename acc_t>
-C10_HOST_DEVICE inline acc_t tanh(acc_t x) {
-  return std::tanh(x);
-}
+  template <typename acc_t>
+  C10_HOST_DEVICE static acc_t tanh(acc_t x) {
+    return std::tanh(x);
+  }
+};
 
 // ---- LSTM -----------------------------------------------------------------
 
@@ -41,7 +45,7 @@ struct LSTMForward {
   acc_t i, f, g, o, c, h; // activations, new cell, output before projection
 };
 
-template <typename acc_t>
+template <typename acc_t, typename Math = StdMath>
 C10_HOST_DEVICE inline LSTMForward<acc_t> lstm_forward(
     acc_t pre_i,
     acc_t pre_f,
@@ -49,12 +53,12 @@ C10_HOST_DEVICE inline LSTMForward<acc_t> lstm_forward(
     acc_t pre_o,
     acc_t c_prev) {
   LSTMForward<acc_t> r;
-  r.i = sigmoid(pre_i);
-  r.f = sigmoid(pre_f);
-  r.g = tanh(pre_g);
-  r.o = sigmoid(pre_o);
+  r.i = Math::sigmoid(pre_i);
+  r.f = Math::sigmoid(pre_f);
+  r.g = Math::tanh(pre_g);
+  r.o = Math::sigmoid(pre_o);
   r.c = r.f * c_prev + r.i * r.g;
-  r.h = r.o * tanh(r.c);
+  r.h = r.o * Math::tanh(r.c);
   return r;
 }
 
@@ -65,7 +69,7 @@ struct LSTMBackward {
 
 // dh: gradient of o * tanh(c) (after the projection's backward);
 // dc: gradient flowing into c_t from step t+1.
-template <typename acc_t>
+template <typename acc_t, typename Math = StdMath>
 C10_HOST_DEVICE inline LSTMBackward<acc_t> lstm_backward(
     acc_t i,
     acc_t f,
@@ -75,7 +79,7 @@ C10_HOST_DEVICE inline LSTMBackward<acc_t> lstm_backward(
     acc_t c_prev,
     acc_t dh,
     acc_t dc) {
-  const acc_t tanh_c = tanh(c);
+  const acc_t tanh_c = Math::tanh(c);
   const acc_t dc_total = dc + dh * o * (acc_t(1) - tanh_c * tanh_c);
   LSTMBackward<acc_t> r;
   r.do_ = dh * tanh_c * o * (acc_t(1) - o);
@@ -93,7 +97,7 @@ struct GRUForward {
   acc_t r, z, n, hn, h; // hn = gh_n + b_hn, kept for backward
 };
 
-template <typename acc_t>
+template <typename acc_t, typename Math = StdMath>
 C10_HOST_DEVICE inline GRUForward<acc_t> gru_forward(
     acc_t gx_r,
     acc_t gx_z,
@@ -104,10 +108,10 @@ C10_HOST_DEVICE inline GRUForward<acc_t> gru_forward(
     acc_t b_hn,
     acc_t h_prev) {
   GRUForward<acc_t> res;
-  res.r = sigmoid(gx_r + gh_r);
-  res.z = sigmoid(gx_z + gh_z);
+  res.r = Math::sigmoid(gx_r + gh_r);
+  res.z = Math::sigmoid(gx_z + gh_z);
   res.hn = gh_n + b_hn;
-  res.n = tanh(gx_n + res.r * res.hn);
+  res.n = Math::tanh(gx_n + res.r * res.hn);
   res.h = (acc_t(1) - res.z) * res.n + res.z * h_prev;
   return res;
 }
@@ -137,13 +141,13 @@ C10_HOST_DEVICE inline GRUBackward<acc_t> gru_backward(
 
 // ---- vanilla RNN ----------------------------------------------------------
 
-template <typename acc_t>
+template <typename acc_t, typename Math = StdMath>
 C10_HOST_DEVICE inline acc_t rnn_forward(acc_t pre, bool relu) {
   if (relu) {
     // Written so that NaN propagates, as torch.relu does.
     return pre < acc_t(0) ? acc_t(0) : pre;
   }
-  return tanh(pre);
+  return Math::tanh(pre);
 }
 
 // Derivative expressed through the output h, which the layer output keeps.

@@ -1,6 +1,7 @@
 #include "cpu/cell_kernels.h"
 
 #include "common/cell_math.h"
+#include "cpu/fast_math.h"
 
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -8,6 +9,7 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <type_traits>
 
 namespace deeprnn {
 namespace cpu {
@@ -25,6 +27,217 @@ using acc = at::opmath_type<scalar_t>;
 
 } // namespace
 
+// The float kernels are compiled for AVX-512, AVX2+FMA and baseline x86-64
+// and picked at load time (GCC function multi-versioning), so one binary is
+// both portable and vectorised. Each row loop is a template inlined into its
+// clone, which gives it the clone's instruction set.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define DEEPRNN_FLOAT_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DEEPRNN_FLOAT_CLONES
+#endif
+#define DEEPRNN_INLINE inline __attribute__((always_inline))
+
+namespace {
+
+template <typename scalar_t>
+DEEPRNN_INLINE void lstm_forward_rows(
+    int64_t b0,
+    int64_t b1,
+    int64_t hidden,
+    Rows<scalar_t> gates,
+    Rows<const scalar_t> recurrent,
+    Rows<const scalar_t> c_prev,
+    Rows<scalar_t> c_out,
+    Rows<scalar_t> h_out) {
+  using acc_t = acc<scalar_t>;
+  for (int64_t b = b0; b < b1; ++b) {
+    scalar_t* g = gates.row(b);
+    const scalar_t* r = recurrent.row(b);
+    const scalar_t* cp = c_prev.row(b);
+    scalar_t* co = c_out.row(b);
+    scalar_t* ho = h_out.row(b);
+#pragma GCC ivdep
+    for (int64_t j = 0; j < hidden; ++j) {
+      const auto out = cell::lstm_forward<acc_t, FastMath>(
+          acc_t(g[j]) + acc_t(r[j]),
+          acc_t(g[hidden + j]) + acc_t(r[hidden + j]),
+          acc_t(g[2 * hidden + j]) + acc_t(r[2 * hidden + j]),
+          acc_t(g[3 * hidden + j]) + acc_t(r[3 * hidden + j]),
+          acc_t(cp[j]));
+      g[j] = out.i;
+      g[hidden + j] = out.f;
+      g[2 * hidden + j] = out.g;
+      g[3 * hidden + j] = out.o;
+      co[j] = out.c;
+      ho[j] = out.h;
+    }
+  }
+}
+
+DEEPRNN_FLOAT_CLONES void lstm_forward_rows_float(
+    int64_t b0,
+    int64_t b1,
+    int64_t hidden,
+    Rows<float> gates,
+    Rows<const float> recurrent,
+    Rows<const float> c_prev,
+    Rows<float> c_out,
+    Rows<float> h_out) {
+  lstm_forward_rows<float>(
+      b0, b1, hidden, gates, recurrent, c_prev, c_out, h_out);
+}
+
+template <typename scalar_t>
+DEEPRNN_INLINE void lstm_backward_rows(
+    int64_t b0,
+    int64_t b1,
+    int64_t hidden,
+    Rows<const scalar_t> gates,
+    Rows<const scalar_t> c,
+    Rows<const scalar_t> c_prev,
+    Rows<const scalar_t> dh,
+    Rows<const scalar_t> dh_carry,
+    Rows<scalar_t> dc,
+    Rows<scalar_t> dgates) {
+  using acc_t = acc<scalar_t>;
+  for (int64_t b = b0; b < b1; ++b) {
+    const scalar_t* g = gates.row(b);
+    const scalar_t* ct = c.row(b);
+    const scalar_t* cp = c_prev.row(b);
+    const scalar_t* dhr = dh.row(b);
+    // Without a carry, dh is added to itself times zero: one loop shape
+    // for both cases keeps it vectorisable.
+    const scalar_t* carry = dh_carry ? dh_carry.row(b) : dhr;
+    const acc_t carry_scale = dh_carry ? acc_t(1) : acc_t(0);
+    scalar_t* dcr = dc.row(b);
+    scalar_t* dg = dgates.row(b);
+#pragma GCC ivdep
+    for (int64_t j = 0; j < hidden; ++j) {
+      const acc_t dh_total = acc_t(dhr[j]) + carry_scale * acc_t(carry[j]);
+      const auto out = cell::lstm_backward<acc_t, FastMath>(
+          g[j],
+          g[hidden + j],
+          g[2 * hidden + j],
+          g[3 * hidden + j],
+          ct[j],
+          cp[j],
+          dh_total,
+          dcr[j]);
+      dg[j] = out.di;
+      dg[hidden + j] = out.df;
+      dg[2 * hidden + j] = out.dg;
+      dg[3 * hidden + j] = out.do_;
+      dcr[j] = out.dc_prev;
+    }
+  }
+}
+
+DEEPRNN_FLOAT_CLONES void lstm_backward_rows_float(
+    int64_t b0,
+    int64_t b1,
+    int64_t hidden,
+    Rows<const float> gates,
+    Rows<const float> c,
+    Rows<const float> c_prev,
+    Rows<const float> dh,
+    Rows<const float> dh_carry,
+    Rows<float> dc,
+    Rows<float> dgates) {
+  lstm_backward_rows<float>(
+      b0, b1, hidden, gates, c, c_prev, dh, dh_carry, dc, dgates);
+}
+
+template <typename scalar_t>
+DEEPRNN_INLINE void gru_forward_rows(
+    int64_t b0,
+    int64_t b1,
+    int64_t hidden,
+    Rows<scalar_t> gates,
+    Rows<const scalar_t> recurrent,
+    const scalar_t* b_hn,
+    Rows<const scalar_t> h_prev,
+    Rows<scalar_t> hn_out,
+    Rows<scalar_t> h_out) {
+  using acc_t = acc<scalar_t>;
+  for (int64_t b = b0; b < b1; ++b) {
+    scalar_t* g = gates.row(b);
+    const scalar_t* r = recurrent.row(b);
+    const scalar_t* hp = h_prev.row(b);
+    scalar_t* ho = h_out.row(b);
+    // Inference keeps no hn: write it over h_out, which the next line of
+    // the loop overwrites with h (same index), instead of branching.
+    scalar_t* hn = hn_out ? hn_out.row(b) : ho;
+#pragma GCC ivdep
+    for (int64_t j = 0; j < hidden; ++j) {
+      const auto out = cell::gru_forward<acc_t, FastMath>(
+          g[j],
+          g[hidden + j],
+          g[2 * hidden + j],
+          r[j],
+          r[hidden + j],
+          r[2 * hidden + j],
+          b_hn ? acc_t(b_hn[j]) : acc_t(0),
+          hp[j]);
+      g[j] = out.r;
+      g[hidden + j] = out.z;
+      g[2 * hidden + j] = out.n;
+      hn[j] = out.hn;
+      ho[j] = out.h;
+    }
+  }
+}
+
+DEEPRNN_FLOAT_CLONES void gru_forward_rows_float(
+    int64_t b0,
+    int64_t b1,
+    int64_t hidden,
+    Rows<float> gates,
+    Rows<const float> recurrent,
+    const float* b_hn,
+    Rows<const float> h_prev,
+    Rows<float> hn_out,
+    Rows<float> h_out) {
+  gru_forward_rows<float>(
+      b0, b1, hidden, gates, recurrent, b_hn, h_prev, hn_out, h_out);
+}
+
+template <typename scalar_t>
+DEEPRNN_INLINE void rnn_forward_rows(
+    int64_t b0,
+    int64_t b1,
+    int64_t hidden,
+    bool relu,
+    Rows<const scalar_t> gates,
+    Rows<const scalar_t> recurrent,
+    Rows<scalar_t> h_out) {
+  using acc_t = acc<scalar_t>;
+  for (int64_t b = b0; b < b1; ++b) {
+    const scalar_t* g = gates.row(b);
+    const scalar_t* r = recurrent.row(b);
+    scalar_t* ho = h_out.row(b);
+#pragma GCC ivdep
+    for (int64_t j = 0; j < hidden; ++j) {
+      ho[j] = cell::rnn_forward<acc_t, FastMath>(
+          acc_t(g[j]) + acc_t(r[j]), relu);
+    }
+  }
+}
+
+DEEPRNN_FLOAT_CLONES void rnn_forward_rows_float(
+    int64_t b0,
+    int64_t b1,
+    int64_t hidden,
+    bool relu,
+    Rows<const float> gates,
+    Rows<const float> recurrent,
+    Rows<float> h_out) {
+  rnn_forward_rows<float>(b0, b1, hidden, relu, gates, recurrent, h_out);
+}
+
+} // namespace
+
 template <typename scalar_t>
 void lstm_cell_forward(
     int64_t batch,
@@ -34,28 +247,13 @@ void lstm_cell_forward(
     Rows<const scalar_t> c_prev,
     Rows<scalar_t> c_out,
     Rows<scalar_t> h_out) {
-  using acc_t = acc<scalar_t>;
   at::parallel_for(0, batch, grain_rows(4 * hidden), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      scalar_t* g = gates.row(b);
-      const scalar_t* r = recurrent.row(b);
-      const scalar_t* cp = c_prev.row(b);
-      scalar_t* co = c_out.row(b);
-      scalar_t* ho = h_out.row(b);
-      for (int64_t j = 0; j < hidden; ++j) {
-        const auto out = cell::lstm_forward<acc_t>(
-            acc_t(g[j]) + acc_t(r[j]),
-            acc_t(g[hidden + j]) + acc_t(r[hidden + j]),
-            acc_t(g[2 * hidden + j]) + acc_t(r[2 * hidden + j]),
-            acc_t(g[3 * hidden + j]) + acc_t(r[3 * hidden + j]),
-            acc_t(cp[j]));
-        g[j] = out.i;
-        g[hidden + j] = out.f;
-        g[2 * hidden + j] = out.g;
-        g[3 * hidden + j] = out.o;
-        co[j] = out.c;
-        ho[j] = out.h;
-      }
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      lstm_forward_rows_float(
+          b0, b1, hidden, gates, recurrent, c_prev, c_out, h_out);
+    } else {
+      lstm_forward_rows<scalar_t>(
+          b0, b1, hidden, gates, recurrent, c_prev, c_out, h_out);
     }
   });
 }
@@ -71,34 +269,13 @@ void lstm_cell_backward(
     Rows<const scalar_t> dh_carry,
     Rows<scalar_t> dc,
     Rows<scalar_t> dgates) {
-  using acc_t = acc<scalar_t>;
   at::parallel_for(0, batch, grain_rows(4 * hidden), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const scalar_t* g = gates.row(b);
-      const scalar_t* ct = c.row(b);
-      const scalar_t* cp = c_prev.row(b);
-      const scalar_t* dhr = dh.row(b);
-      const scalar_t* carry = dh_carry ? dh_carry.row(b) : nullptr;
-      scalar_t* dcr = dc.row(b);
-      scalar_t* dg = dgates.row(b);
-      for (int64_t j = 0; j < hidden; ++j) {
-        const acc_t dh_total =
-            acc_t(dhr[j]) + (carry ? acc_t(carry[j]) : acc_t(0));
-        const auto out = cell::lstm_backward<acc_t>(
-            g[j],
-            g[hidden + j],
-            g[2 * hidden + j],
-            g[3 * hidden + j],
-            ct[j],
-            cp[j],
-            dh_total,
-            dcr[j]);
-        dg[j] = out.di;
-        dg[hidden + j] = out.df;
-        dg[2 * hidden + j] = out.dg;
-        dg[3 * hidden + j] = out.do_;
-        dcr[j] = out.dc_prev;
-      }
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      lstm_backward_rows_float(
+          b0, b1, hidden, gates, c, c_prev, dh, dh_carry, dc, dgates);
+    } else {
+      lstm_backward_rows<scalar_t>(
+          b0, b1, hidden, gates, c, c_prev, dh, dh_carry, dc, dgates);
     }
   });
 }
@@ -113,32 +290,13 @@ void gru_cell_forward(
     Rows<const scalar_t> h_prev,
     Rows<scalar_t> hn_out,
     Rows<scalar_t> h_out) {
-  using acc_t = acc<scalar_t>;
   at::parallel_for(0, batch, grain_rows(3 * hidden), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      scalar_t* g = gates.row(b);
-      const scalar_t* r = recurrent.row(b);
-      const scalar_t* hp = h_prev.row(b);
-      scalar_t* hn = hn_out ? hn_out.row(b) : nullptr;
-      scalar_t* ho = h_out.row(b);
-      for (int64_t j = 0; j < hidden; ++j) {
-        const auto out = cell::gru_forward<acc_t>(
-            g[j],
-            g[hidden + j],
-            g[2 * hidden + j],
-            r[j],
-            r[hidden + j],
-            r[2 * hidden + j],
-            b_hn ? acc_t(b_hn[j]) : acc_t(0),
-            hp[j]);
-        g[j] = out.r;
-        g[hidden + j] = out.z;
-        g[2 * hidden + j] = out.n;
-        if (hn) {
-          hn[j] = out.hn;
-        }
-        ho[j] = out.h;
-      }
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      gru_forward_rows_float(
+          b0, b1, hidden, gates, recurrent, b_hn, h_prev, hn_out, h_out);
+    } else {
+      gru_forward_rows<scalar_t>(
+          b0, b1, hidden, gates, recurrent, b_hn, h_prev, hn_out, h_out);
     }
   });
 }
@@ -191,15 +349,12 @@ void rnn_cell_forward(
     Rows<const scalar_t> gates,
     Rows<const scalar_t> recurrent,
     Rows<scalar_t> h_out) {
-  using acc_t = acc<scalar_t>;
   at::parallel_for(0, batch, grain_rows(hidden), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const scalar_t* g = gates.row(b);
-      const scalar_t* r = recurrent.row(b);
-      scalar_t* ho = h_out.row(b);
-      for (int64_t j = 0; j < hidden; ++j) {
-        ho[j] = cell::rnn_forward<acc_t>(acc_t(g[j]) + acc_t(r[j]), relu);
-      }
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      rnn_forward_rows_float(b0, b1, hidden, relu, gates, recurrent, h_out);
+    } else {
+      rnn_forward_rows<scalar_t>(
+          b0, b1, hidden, relu, gates, recurrent, h_out);
     }
   });
 }
