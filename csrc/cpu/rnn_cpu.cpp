@@ -13,6 +13,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
 #include <c10/util/irange.h>
@@ -139,6 +140,26 @@ std::vector<LayerReserve> split_reserve(
   return layers;
 }
 
+// Runs f(d) for each direction. With two directions and more than one
+// thread, each thread takes one direction (and its BLAS calls run
+// single-threaded inside): a step then costs one fork/join instead of one per
+// GEMM and per pointwise call, and the two directions overlap.
+template <typename F>
+void for_each_direction(int64_t directions, const F& f) {
+  if (directions == 2 && at::get_num_threads() > 1 &&
+      !at::in_parallel_region()) {
+    at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t d = begin; d < end; ++d) {
+        f(d);
+      }
+    });
+  } else {
+    for (int64_t d = 0; d < directions; ++d) {
+      f(d);
+    }
+  }
+}
+
 Tensor draw_dropout_mask(const Tensor& mask_storage, double p) {
   if (p >= 1.0) {
     return mask_storage.zero_();
@@ -196,8 +217,7 @@ void forward_layer(
   const int64_t gate_row = D * G * H; // row strides of the [T, B, *] buffers
   const int64_t y_row = D * P;
 
-  for (const auto step : c10::irange(T)) {
-    for (const auto d : c10::irange(D)) {
+  auto direction_step = [&](int64_t step, int64_t d) {
       const CellParams& p = cells[layer * D + d];
       const int64_t t = d == 0 ? step : T - 1 - step;
       const int64_t t_prev = d == 0 ? t - 1 : t + 1;
@@ -287,7 +307,9 @@ void forward_layer(
       if (step == T - 1) {
         hy.select(0, layer * D + d).copy_(y.select(0, t).narrow(1, d * P, P));
       }
-    }
+  };
+  for (const auto step : c10::irange(T)) {
+    for_each_direction(D, [&](int64_t d) { direction_step(step, d); });
   }
 }
 
@@ -402,7 +424,7 @@ void backward_layer(
   // and the gradient of o * tanh(c_t) of the current step.
   Tensor dh_total = cfg.has_proj ? at::empty({T, B, D * P}, opts) : Tensor();
   Tensor dh_pre_projection =
-      cfg.has_proj ? at::empty({B, H}, opts) : Tensor();
+      cfg.has_proj ? at::empty({D, B, H}, opts) : Tensor(); // per direction
 
   const int64_t gate_row = D * G * H;
   const int64_t y_row = D * P;
@@ -416,8 +438,7 @@ void backward_layer(
         buffer.data_ptr<scalar_t>() + (t * B) * row + d * width, row};
   };
 
-  for (const auto step : c10::irange(T)) {
-    for (const auto d : c10::irange(D)) {
+  auto direction_step = [&](int64_t step, int64_t d) {
       const CellParams& p = cells[layer * D + d];
       // Backward visits the steps in the opposite order of forward.
       const int64_t t = d == 0 ? T - 1 - step : step;
@@ -451,14 +472,12 @@ void backward_layer(
             const auto total = at_step(dh_total, t, d, P, y_row);
             cpu::add_rows<scalar_t>(
                 B, P, dy_t, cpu::as_const(carry_rows), total);
+            Tensor dh_pre_d = dh_pre_projection.select(0, d);
             at::cpu::mm_out(
-                dh_pre_projection,
-                dh_total.select(0, t).narrow(1, d * P, P),
-                p.w_hr);
+                dh_pre_d, dh_total.select(0, t).narrow(1, d * P, P), p.w_hr);
             cpu::lstm_cell_backward<scalar_t>(
                 B, H, gates_t, c_t, c_prev,
-                {dh_pre_projection.data_ptr<scalar_t>(), H}, {}, dc_rows,
-                dgx_t);
+                {dh_pre_d.data_ptr<scalar_t>(), H}, {}, dc_rows, dgx_t);
           } else {
             cpu::lstm_cell_backward<scalar_t>(
                 B, H, gates_t, c_t, c_prev, dy_t, cpu::as_const(carry_rows),
@@ -489,7 +508,9 @@ void backward_layer(
       } else {
         at::cpu::mm_out(carry_d, dgh_step, p.w_hh);
       }
-    }
+  };
+  for (const auto step : c10::irange(T)) {
+    for_each_direction(D, [&](int64_t d) { direction_step(step, d); });
   }
 
   for (const auto d : c10::irange(D)) {
