@@ -1,0 +1,79 @@
+"""pytest setup for the deeprnn Python tests.
+
+``deeprnn`` must be importable: installed (``pip install .`` or
+scripts/setup.sh), or, from a source checkout, the ``ops/`` folder with a
+CMake-built library (``DEEPRNN_LIBRARY``, else ``build/libdeeprnn.so``).
+Anything else is an error of the whole session, never a skip.
+"""
+
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _import_from_source_tree():
+    # The package's source folder is ops/, imported under the name deeprnn.
+    if not os.environ.get("DEEPRNN_LIBRARY"):
+        built = REPO_ROOT / "build" / "libdeeprnn.so"
+        if built.is_file():
+            os.environ["DEEPRNN_LIBRARY"] = str(built)
+    spec = importlib.util.spec_from_file_location(
+        "deeprnn",
+        REPO_ROOT / "ops" / "__init__.py",
+        submodule_search_locations=[str(REPO_ROOT / "ops")],
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["deeprnn"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["deeprnn"]
+        raise
+    return module
+
+
+try:
+    import deeprnn  # noqa: F401
+except ModuleNotFoundError as error:
+    if error.name != "deeprnn":
+        raise
+    deeprnn = _import_from_source_tree()
+
+
+def _onednn_bfloat16_gemm_works() -> bool:
+    # Some virtual machines report AMX in cpuinfo without letting a process
+    # use it; oneDNN then dies with SIGILL on its first bfloat16 GEMM (in
+    # torch itself, not in deeprnn). Probe in a child process so that a crash
+    # cannot take the test session down.
+    probe = (
+        "import torch; a = torch.randn(64, 64, dtype=torch.bfloat16); "
+        "(a @ a).sum().item()"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True)
+    return result.returncode == 0
+
+
+ONEDNN_DISABLED = False
+if not _onednn_bfloat16_gemm_works():
+    import torch
+
+    # ATen then uses its own bfloat16 GEMM; everything else is unchanged.
+    torch.backends.mkldnn.enabled = False
+    ONEDNN_DISABLED = True
+
+
+def pytest_report_header(config):
+    lines = [
+        f"deeprnn {deeprnn.__version__} from {os.path.dirname(deeprnn.__file__)}, "
+        f"library {deeprnn._library_path}"
+    ]
+    if ONEDNN_DISABLED:
+        lines.append(
+            "oneDNN disabled (torch.backends.mkldnn.enabled = False): a bfloat16 "
+            "GEMM crashed with oneDNN on this machine (AMX reported but unusable)"
+        )
+    return lines
