@@ -77,11 +77,12 @@ except md.PackageNotFoundError:
     ok = False
 if not ok:
     print(spec)
+# Read setuptools' version from its metadata: importing it inside a fresh
+# venv can trip its distutils hack before pip has configured anything.
 try:
-    import setuptools
-    if int(setuptools.__version__.split(".")[0]) < 64:
+    if int(md.version("setuptools").split(".")[0]) < 64:
         print("setuptools>=64")
-except ImportError:
+except (md.PackageNotFoundError, ValueError):
     print("setuptools>=64")
 for module in ("numpy", "pytest", "expecttest", "hypothesis", "tqdm",
                "matplotlib"):
