@@ -48,6 +48,7 @@ DEEPRNN_INLINE void lstm_forward_rows(
     int64_t hidden,
     Rows<scalar_t> gates,
     Rows<const scalar_t> recurrent,
+    const scalar_t* bias,
     Rows<const scalar_t> c_prev,
     Rows<scalar_t> c_out,
     Rows<scalar_t> h_out) {
@@ -61,10 +62,13 @@ DEEPRNN_INLINE void lstm_forward_rows(
 #pragma GCC ivdep
     for (int64_t j = 0; j < hidden; ++j) {
       const auto out = cell::lstm_forward<acc_t, FastMath>(
-          acc_t(g[j]) + acc_t(r[j]),
-          acc_t(g[hidden + j]) + acc_t(r[hidden + j]),
-          acc_t(g[2 * hidden + j]) + acc_t(r[2 * hidden + j]),
-          acc_t(g[3 * hidden + j]) + acc_t(r[3 * hidden + j]),
+          acc_t(g[j]) + acc_t(r[j]) + acc_t(bias[j]),
+          acc_t(g[hidden + j]) + acc_t(r[hidden + j]) +
+              acc_t(bias[hidden + j]),
+          acc_t(g[2 * hidden + j]) + acc_t(r[2 * hidden + j]) +
+              acc_t(bias[2 * hidden + j]),
+          acc_t(g[3 * hidden + j]) + acc_t(r[3 * hidden + j]) +
+              acc_t(bias[3 * hidden + j]),
           acc_t(cp[j]));
       g[j] = out.i;
       g[hidden + j] = out.f;
@@ -82,11 +86,12 @@ DEEPRNN_FLOAT_CLONES void lstm_forward_rows_float(
     int64_t hidden,
     Rows<float> gates,
     Rows<const float> recurrent,
+    const float* bias,
     Rows<const float> c_prev,
     Rows<float> c_out,
     Rows<float> h_out) {
   lstm_forward_rows<float>(
-      b0, b1, hidden, gates, recurrent, c_prev, c_out, h_out);
+      b0, b1, hidden, gates, recurrent, bias, c_prev, c_out, h_out);
 }
 
 template <typename scalar_t>
@@ -156,6 +161,7 @@ DEEPRNN_INLINE void gru_forward_rows(
     int64_t hidden,
     Rows<scalar_t> gates,
     Rows<const scalar_t> recurrent,
+    const scalar_t* bias,
     const scalar_t* b_hn,
     Rows<const scalar_t> h_prev,
     Rows<scalar_t> hn_out,
@@ -172,13 +178,13 @@ DEEPRNN_INLINE void gru_forward_rows(
 #pragma GCC ivdep
     for (int64_t j = 0; j < hidden; ++j) {
       const auto out = cell::gru_forward<acc_t, FastMath>(
-          g[j],
-          g[hidden + j],
-          g[2 * hidden + j],
+          acc_t(g[j]) + acc_t(bias[j]),
+          acc_t(g[hidden + j]) + acc_t(bias[hidden + j]),
+          acc_t(g[2 * hidden + j]) + acc_t(bias[2 * hidden + j]),
           r[j],
           r[hidden + j],
           r[2 * hidden + j],
-          b_hn ? acc_t(b_hn[j]) : acc_t(0),
+          b_hn[j],
           hp[j]);
       g[j] = out.r;
       g[hidden + j] = out.z;
@@ -195,12 +201,13 @@ DEEPRNN_FLOAT_CLONES void gru_forward_rows_float(
     int64_t hidden,
     Rows<float> gates,
     Rows<const float> recurrent,
+    const float* bias,
     const float* b_hn,
     Rows<const float> h_prev,
     Rows<float> hn_out,
     Rows<float> h_out) {
   gru_forward_rows<float>(
-      b0, b1, hidden, gates, recurrent, b_hn, h_prev, hn_out, h_out);
+      b0, b1, hidden, gates, recurrent, bias, b_hn, h_prev, hn_out, h_out);
 }
 
 template <typename scalar_t>
@@ -211,6 +218,7 @@ DEEPRNN_INLINE void rnn_forward_rows(
     bool relu,
     Rows<const scalar_t> gates,
     Rows<const scalar_t> recurrent,
+    const scalar_t* bias,
     Rows<scalar_t> h_out) {
   using acc_t = acc<scalar_t>;
   for (int64_t b = b0; b < b1; ++b) {
@@ -220,7 +228,7 @@ DEEPRNN_INLINE void rnn_forward_rows(
 #pragma GCC ivdep
     for (int64_t j = 0; j < hidden; ++j) {
       ho[j] = cell::rnn_forward<acc_t, FastMath>(
-          acc_t(g[j]) + acc_t(r[j]), relu);
+          acc_t(g[j]) + acc_t(r[j]) + acc_t(bias[j]), relu);
     }
   }
 }
@@ -232,8 +240,10 @@ DEEPRNN_FLOAT_CLONES void rnn_forward_rows_float(
     bool relu,
     Rows<const float> gates,
     Rows<const float> recurrent,
+    const float* bias,
     Rows<float> h_out) {
-  rnn_forward_rows<float>(b0, b1, hidden, relu, gates, recurrent, h_out);
+  rnn_forward_rows<float>(
+      b0, b1, hidden, relu, gates, recurrent, bias, h_out);
 }
 
 } // namespace
@@ -244,16 +254,17 @@ void lstm_cell_forward(
     int64_t hidden,
     Rows<scalar_t> gates,
     Rows<const scalar_t> recurrent,
+    const scalar_t* bias,
     Rows<const scalar_t> c_prev,
     Rows<scalar_t> c_out,
     Rows<scalar_t> h_out) {
   at::parallel_for(0, batch, grain_rows(4 * hidden), [&](int64_t b0, int64_t b1) {
     if constexpr (std::is_same_v<scalar_t, float>) {
       lstm_forward_rows_float(
-          b0, b1, hidden, gates, recurrent, c_prev, c_out, h_out);
+          b0, b1, hidden, gates, recurrent, bias, c_prev, c_out, h_out);
     } else {
       lstm_forward_rows<scalar_t>(
-          b0, b1, hidden, gates, recurrent, c_prev, c_out, h_out);
+          b0, b1, hidden, gates, recurrent, bias, c_prev, c_out, h_out);
     }
   });
 }
@@ -286,6 +297,7 @@ void gru_cell_forward(
     int64_t hidden,
     Rows<scalar_t> gates,
     Rows<const scalar_t> recurrent,
+    const scalar_t* bias,
     const scalar_t* b_hn,
     Rows<const scalar_t> h_prev,
     Rows<scalar_t> hn_out,
@@ -293,10 +305,12 @@ void gru_cell_forward(
   at::parallel_for(0, batch, grain_rows(3 * hidden), [&](int64_t b0, int64_t b1) {
     if constexpr (std::is_same_v<scalar_t, float>) {
       gru_forward_rows_float(
-          b0, b1, hidden, gates, recurrent, b_hn, h_prev, hn_out, h_out);
+          b0, b1, hidden, gates, recurrent, bias, b_hn, h_prev, hn_out,
+          h_out);
     } else {
       gru_forward_rows<scalar_t>(
-          b0, b1, hidden, gates, recurrent, b_hn, h_prev, hn_out, h_out);
+          b0, b1, hidden, gates, recurrent, bias, b_hn, h_prev, hn_out,
+          h_out);
     }
   });
 }
@@ -348,13 +362,15 @@ void rnn_cell_forward(
     bool relu,
     Rows<const scalar_t> gates,
     Rows<const scalar_t> recurrent,
+    const scalar_t* bias,
     Rows<scalar_t> h_out) {
   at::parallel_for(0, batch, grain_rows(hidden), [&](int64_t b0, int64_t b1) {
     if constexpr (std::is_same_v<scalar_t, float>) {
-      rnn_forward_rows_float(b0, b1, hidden, relu, gates, recurrent, h_out);
+      rnn_forward_rows_float(
+          b0, b1, hidden, relu, gates, recurrent, bias, h_out);
     } else {
       rnn_forward_rows<scalar_t>(
-          b0, b1, hidden, relu, gates, recurrent, h_out);
+          b0, b1, hidden, relu, gates, recurrent, bias, h_out);
     }
   });
 }
@@ -406,19 +422,20 @@ void add_rows(
 
 #define DEEPRNN_INSTANTIATE_CELLS(T)                                         \
   template void lstm_cell_forward<T>(                                        \
-      int64_t, int64_t, Rows<T>, Rows<const T>, Rows<const T>, Rows<T>,      \
-      Rows<T>);                                                              \
+      int64_t, int64_t, Rows<T>, Rows<const T>, const T*, Rows<const T>,     \
+      Rows<T>, Rows<T>);                                                     \
   template void lstm_cell_backward<T>(                                       \
       int64_t, int64_t, Rows<const T>, Rows<const T>, Rows<const T>,         \
       Rows<const T>, Rows<const T>, Rows<T>, Rows<T>);                       \
   template void gru_cell_forward<T>(                                         \
-      int64_t, int64_t, Rows<T>, Rows<const T>, const T*, Rows<const T>,     \
-      Rows<T>, Rows<T>);                                                     \
+      int64_t, int64_t, Rows<T>, Rows<const T>, const T*, const T*,          \
+      Rows<const T>, Rows<T>, Rows<T>);                                      \
   template void gru_cell_backward<T>(                                        \
       int64_t, int64_t, Rows<const T>, Rows<const T>, Rows<const T>,         \
       Rows<const T>, Rows<const T>, Rows<T>, Rows<T>, Rows<T>);              \
   template void rnn_cell_forward<T>(                                         \
-      int64_t, int64_t, bool, Rows<const T>, Rows<const T>, Rows<T>);        \
+      int64_t, int64_t, bool, Rows<const T>, Rows<const T>, const T*,        \
+      Rows<T>);                                                              \
   template void rnn_cell_backward<T>(                                        \
       int64_t, int64_t, bool, Rows<const T>, Rows<const T>, Rows<const T>,   \
       Rows<T>);                                                              \

@@ -32,8 +32,9 @@ template <typename scalar_t>
 void lstm_cell_forward(
     int64_t batch,
     int64_t hidden,
-    Rows<scalar_t> gates, // [B, 4H] in: gx pre-activation; out: i, f, g, o
+    Rows<scalar_t> gates, // [B, 4H] in: x W_ih^T; out: i, f, g, o
     Rows<const scalar_t> recurrent, // [B, 4H] h_{t-1} W_hh^T
+    const scalar_t* bias, // [4H] b_ih + b_hh
     Rows<const scalar_t> c_prev, // [B, H]
     Rows<scalar_t> c_out, // [B, H], may alias c_prev
     Rows<scalar_t> h_out); // [B, H] o * tanh(c)
@@ -54,9 +55,10 @@ template <typename scalar_t>
 void gru_cell_forward(
     int64_t batch,
     int64_t hidden,
-    Rows<scalar_t> gates, // [B, 3H] in: gx; out: r, z, n
+    Rows<scalar_t> gates, // [B, 3H] in: x W_ih^T; out: r, z, n
     Rows<const scalar_t> recurrent, // [B, 3H] h_{t-1} W_hh^T
-    const scalar_t* b_hn, // [H] or nullptr without biases
+    const scalar_t* bias, // [3H] b_ih + (b_hr, b_hz, 0)
+    const scalar_t* b_hn, // [H]
     Rows<const scalar_t> h_prev, // [B, H]
     Rows<scalar_t> hn_out, // [B, H] gh_n + b_hn for backward; may be empty
     Rows<scalar_t> h_out); // [B, H]
@@ -79,8 +81,9 @@ void rnn_cell_forward(
     int64_t batch,
     int64_t hidden,
     bool relu,
-    Rows<const scalar_t> gates, // [B, H] gx
+    Rows<const scalar_t> gates, // [B, H] x W_ih^T
     Rows<const scalar_t> recurrent, // [B, H] h_{t-1} W_hh^T
+    const scalar_t* bias, // [H] b_ih + b_hh
     Rows<scalar_t> h_out); // [B, H]
 
 template <typename scalar_t>

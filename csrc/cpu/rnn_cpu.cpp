@@ -68,23 +68,45 @@ Tensor stacked_input_weights(
   return at::cat({cells[2 * layer].w_ih, cells[2 * layer + 1].w_ih}, 0);
 }
 
-// The biases folded into the input projection: b_ih + b_hh, except GRU's
-// b_hn, which sits inside r * (W_hn h + b_hn) and goes to the cell kernel.
-Tensor stacked_input_bias(
+// The biases the cell kernels add to the input projection, per direction
+// [D, G*H]: b_ih + b_hh, except GRU's b_hn, which sits inside
+// r * (W_hn h + b_hn) and is passed on its own (see recurrent_bias). Zeros
+// without biases, so the kernels have one shape. Adding them in the kernel
+// rather than in the projection GEMM saves a broadcast copy of all gates.
+Tensor input_bias(
     const RNNConfig& cfg,
     const std::vector<CellParams>& cells,
-    int64_t layer) {
-  std::vector<Tensor> parts;
-  const int64_t H = cfg.hidden_size;
-  for (const auto d : c10::irange(cfg.num_directions)) {
-    const CellParams& c = cells[layer * cfg.num_directions + d];
-    Tensor bias = c.b_ih + c.b_hh;
-    if (cfg.mode == Mode::GRU) {
-      bias.narrow(0, 2 * H, H).copy_(c.b_ih.narrow(0, 2 * H, H));
+    int64_t layer,
+    const at::TensorOptions& opts) {
+  const int64_t D = cfg.num_directions, G = cfg.gates, H = cfg.hidden_size;
+  Tensor bias = at::zeros({D, G * H}, opts);
+  if (cfg.has_biases) {
+    for (const auto d : c10::irange(D)) {
+      const CellParams& c = cells[layer * D + d];
+      Tensor row = bias.select(0, d);
+      at::add_out(row, c.b_ih, c.b_hh);
+      if (cfg.mode == Mode::GRU) {
+        row.narrow(0, 2 * H, H).copy_(c.b_ih.narrow(0, 2 * H, H));
+      }
     }
-    parts.push_back(bias);
   }
-  return parts.size() == 1 ? parts[0] : at::cat(parts, 0);
+  return bias;
+}
+
+// GRU's b_hn per direction [D, H] (zeros without biases).
+Tensor recurrent_bias(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const at::TensorOptions& opts) {
+  const int64_t D = cfg.num_directions, H = cfg.hidden_size;
+  Tensor bias = at::zeros({D, H}, opts);
+  if (cfg.has_biases) {
+    for (const auto d : c10::irange(D)) {
+      bias.select(0, d).copy_(cells[layer * D + d].b_hh.narrow(0, 2 * H, H));
+    }
+  }
+  return bias;
 }
 
 template <typename scalar_t>
@@ -193,11 +215,16 @@ void forward_layer(
   Tensor gates_2d = gates.view({T * B, D * G * H});
   const Tensor x_2d = layer_input.view({T * B, layer_input.size(2)});
   const Tensor w_ih = stacked_input_weights(cfg, cells, layer);
-  if (cfg.has_biases) {
-    at::cpu::addmm_out(
-        gates_2d, stacked_input_bias(cfg, cells, layer), x_2d, w_ih.t());
-  } else {
-    at::cpu::mm_out(gates_2d, x_2d, w_ih.t());
+  at::cpu::mm_out(gates_2d, x_2d, w_ih.t());
+  const Tensor bias_x = input_bias(cfg, cells, layer, opts); // [D, G*H]
+  const Tensor bias_hn = cfg.mode == Mode::GRU
+      ? recurrent_bias(cfg, cells, layer, opts)
+      : Tensor(); // [D, H]
+  // W_hh^T contiguous, once per layer: small recurrent GEMMs run markedly
+  // faster in BLAS's NN form than on the transposed view.
+  std::vector<Tensor> w_hh_t(D);
+  for (const auto d : c10::irange(D)) {
+    w_hh_t[d] = cells[layer * D + d].w_hh.t().contiguous(); // [P, G*H]
   }
 
   // Per-layer scratch, reused by every step.
@@ -225,8 +252,9 @@ void forward_layer(
           ? h0.select(0, layer * D + d)
           : y.select(0, t_prev).narrow(1, d * P, P);
       Tensor recurrent_d = recurrent.select(0, d);
-      at::cpu::mm_out(recurrent_d, h_prev, p.w_hh.t());
+      at::cpu::mm_out(recurrent_d, h_prev, w_hh_t[d]);
 
+      const scalar_t* bias_x_d = bias_x.data_ptr<scalar_t>() + d * G * H;
       cpu::Rows<scalar_t> step_gates{
           gates_ptr + (t * B) * gate_row + d * G * H, gate_row};
       cpu::Rows<const scalar_t> step_recurrent{
@@ -264,7 +292,8 @@ void forward_layer(
                       hidden_scratch.data_ptr<scalar_t>() + d * H, D * H};
           }
           cpu::lstm_cell_forward<scalar_t>(
-              B, H, step_gates, step_recurrent, c_prev, c_out, pre_projection);
+              B, H, step_gates, step_recurrent, bias_x_d, c_prev, c_out,
+              pre_projection);
           if (cfg.has_proj) {
             const Tensor& hidden_all =
                 saved.hidden.defined() ? saved.hidden.select(0, t)
@@ -290,18 +319,19 @@ void forward_layer(
                 saved.cells.data_ptr<scalar_t>() + (t * B) * D * H + d * H,
                 D * H};
           }
-          const scalar_t* b_hn = cfg.has_biases
-              ? p.b_hh.data_ptr<scalar_t>() + 2 * H
-              : nullptr;
+          const scalar_t* b_hn =
+              bias_hn.data_ptr<scalar_t>() + d * H;
           cpu::gru_cell_forward<scalar_t>(
-              B, H, step_gates, step_recurrent, b_hn, h_prev_rows, hn_out,
+              B, H, step_gates, step_recurrent, bias_x_d, b_hn, h_prev_rows,
+              hn_out,
               h_out);
           break;
         }
         case Mode::RNN_TANH:
         case Mode::RNN_RELU:
           cpu::rnn_cell_forward<scalar_t>(
-              B, H, relu, cpu::as_const(step_gates), step_recurrent, h_out);
+              B, H, relu, cpu::as_const(step_gates), step_recurrent, bias_x_d,
+              h_out);
           break;
       }
       if (step == T - 1) {
