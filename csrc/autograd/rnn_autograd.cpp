@@ -44,24 +44,54 @@ ForwardResult call_forward(
     bool batch_first,
     c10::string_view mode,
     bool need_reserve) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("deeprnn::_rnn_forward", "")
-          .typed<ForwardResult(
-              const Tensor&, const std::optional<Tensor>&,
-              const std::optional<Tensor>&, at::TensorList, bool, int64_t,
-              double, bool, bool, bool, c10::string_view, bool)>();
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("deeprnn::_rnn_forward", "")
+                       .typed<ForwardResult(
+                           const Tensor&,
+                           const std::optional<Tensor>&,
+                           const std::optional<Tensor>&,
+                           at::TensorList,
+                           bool,
+                           int64_t,
+                           double,
+                           bool,
+                           bool,
+                           bool,
+                           c10::string_view,
+                           bool)>();
   return op.call(
-      input, hx, cx, params, has_biases, num_layers, dropout, train,
-      bidirectional, batch_first, mode, need_reserve);
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first,
+      mode,
+      need_reserve);
 }
 
 using BackwardSignature = BackwardResult(
-    const Tensor&, const std::optional<Tensor>&, const std::optional<Tensor>&,
-    at::TensorList, const Tensor&, const Tensor&,
-    const std::optional<Tensor>&, const std::optional<Tensor>&,
-    const std::optional<Tensor>&, bool, int64_t, double, bool, bool, bool,
-    c10::string_view, std::array<bool, 4>);
+    const Tensor&,
+    const std::optional<Tensor>&,
+    const std::optional<Tensor>&,
+    at::TensorList,
+    const Tensor&,
+    const Tensor&,
+    const std::optional<Tensor>&,
+    const std::optional<Tensor>&,
+    const std::optional<Tensor>&,
+    bool,
+    int64_t,
+    double,
+    bool,
+    bool,
+    bool,
+    c10::string_view,
+    std::array<bool, 4>);
 
 c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
   static auto op = c10::Dispatcher::singleton()
@@ -91,12 +121,25 @@ class RNNFunction : public torch::autograd::Function<RNNFunction> {
       const std::string& mode) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [output, hy, cy, reserve] = call_forward(
-        input, hx, cx, params, has_biases, num_layers, dropout, train,
-        bidirectional, /*batch_first=*/false, mode, /*need_reserve=*/true);
+        input,
+        hx,
+        cx,
+        params,
+        has_biases,
+        num_layers,
+        dropout,
+        train,
+        bidirectional,
+        /*batch_first=*/false,
+        mode,
+        /*need_reserve=*/true);
     ctx->set_materialize_grads(false);
     std::vector<Tensor> to_save = {
-        input, present(hx) ? *hx : Tensor(), present(cx) ? *cx : Tensor(),
-        output, reserve};
+        input,
+        present(hx) ? *hx : Tensor(),
+        present(cx) ? *cx : Tensor(),
+        output,
+        reserve};
     to_save.insert(to_save.end(), params.begin(), params.end());
     ctx->save_for_backward(to_save);
     ctx->saved_data["has_biases"] = has_biases;
@@ -147,14 +190,22 @@ class RNNFunction : public torch::autograd::Function<RNNFunction> {
       return grads;
     }
     auto [grad_input, grad_hx, grad_cx, grad_params] = backward_op().call(
-        input, given(saved[1]), given(saved[2]), params, saved[3], saved[4],
-        grad_output, grad_hy, grad_cy,
+        input,
+        given(saved[1]),
+        given(saved[2]),
+        params,
+        saved[3],
+        saved[4],
+        grad_output,
+        grad_hy,
+        grad_cy,
         ctx->saved_data["has_biases"].toBool(),
         ctx->saved_data["num_layers"].toInt(),
         ctx->saved_data["dropout"].toDouble(),
         ctx->saved_data["train"].toBool(),
         ctx->saved_data["bidirectional"].toBool(),
-        /*batch_first=*/false, ctx->saved_data["mode"].toStringRef(),
+        /*batch_first=*/false,
+        ctx->saved_data["mode"].toStringRef(),
         {need_input, need_hx, need_cx, need_params});
     if (need_input) {
       grads[0] = grad_input;
@@ -195,14 +246,32 @@ std::tuple<Tensor, Tensor, Tensor> rnn_autograd(
   if (!(torch::autograd::GradMode::is_enabled() && any_requires_grad)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [output, hy, cy, reserve] = call_forward(
-        input, hx, cx, params, has_biases, num_layers, dropout, train,
-        bidirectional, batch_first, mode_name(mode), /*need_reserve=*/false);
+        input,
+        hx,
+        cx,
+        params,
+        has_biases,
+        num_layers,
+        dropout,
+        train,
+        bidirectional,
+        batch_first,
+        mode_name(mode),
+        /*need_reserve=*/false);
     return {output, hy, cy};
   }
   const Tensor time_major = batch_first ? input.transpose(0, 1) : input;
   auto outs = RNNFunction::apply(
-      time_major, hx, cx, params, has_biases, num_layers, dropout, train,
-      bidirectional, std::string(mode_name(mode)));
+      time_major,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      std::string(mode_name(mode)));
   Tensor output = batch_first ? outs[0].transpose(0, 1) : outs[0];
   return {output, outs[1], outs[2]};
 }
@@ -219,8 +288,17 @@ std::tuple<Tensor, Tensor, Tensor> lstm_autograd(
     bool bidirectional,
     bool batch_first) {
   return rnn_autograd(
-      Mode::LSTM, input, hx, cx, params, has_biases, num_layers, dropout,
-      train, bidirectional, batch_first);
+      Mode::LSTM,
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first);
 }
 
 template <Mode kMode>
@@ -235,8 +313,17 @@ std::tuple<Tensor, Tensor> simple_autograd(
     bool bidirectional,
     bool batch_first) {
   auto [output, hy, cy] = rnn_autograd(
-      kMode, input, hx, std::nullopt, params, has_biases, num_layers, dropout,
-      train, bidirectional, batch_first);
+      kMode,
+      input,
+      hx,
+      std::nullopt,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first);
   return {output, hy};
 }
 
@@ -264,9 +351,23 @@ BackwardResult rnn_backward_autograd(
   BackwardResult result = [&] {
     at::AutoDispatchBelowADInplaceOrView guard;
     return backward_op().call(
-        input, hx, cx, params, output, reserve, grad_output, grad_hy, grad_cy,
-        has_biases, num_layers, dropout, train, bidirectional, batch_first,
-        mode, output_mask);
+        input,
+        hx,
+        cx,
+        params,
+        output,
+        reserve,
+        grad_output,
+        grad_hy,
+        grad_cy,
+        has_biases,
+        num_layers,
+        dropout,
+        train,
+        bidirectional,
+        batch_first,
+        mode,
+        output_mask);
   }();
   if (!torch::autograd::GradMode::is_enabled()) {
     return result;

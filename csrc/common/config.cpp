@@ -236,8 +236,7 @@ RNNConfig check_rnn_args(
   }
   const at::Tensor& w_ih0 = params[0];
   TORCH_CHECK(
-      w_ih0.dim() == 2 && w_ih0.size(0) % cfg.gates == 0 &&
-          w_ih0.size(0) > 0,
+      w_ih0.dim() == 2 && w_ih0.size(0) % cfg.gates == 0 && w_ih0.size(0) > 0,
       op,
       ": parameter 0 (weight_ih_l0) must be a 2-D tensor of shape (",
       cfg.gates,
@@ -336,8 +335,13 @@ RNNConfig check_rnn_args(
         ")");
   }
 
-  check_state(cfg, input, hx, "hx", cfg.proj_size,
-              cfg.has_proj ? "proj_size" : "hidden_size");
+  check_state(
+      cfg,
+      input,
+      hx,
+      "hx",
+      cfg.proj_size,
+      cfg.has_proj ? "proj_size" : "hidden_size");
   if (mode == Mode::LSTM) {
     check_state(cfg, input, cx, "cx", cfg.hidden_size, "hidden_size");
   } else {

@@ -63,8 +63,7 @@ DEEPRNN_INLINE void lstm_forward_rows(
     for (int64_t j = 0; j < hidden; ++j) {
       const auto out = cell::lstm_forward<acc_t, FastMath>(
           acc_t(g[j]) + acc_t(r[j]) + acc_t(bias[j]),
-          acc_t(g[hidden + j]) + acc_t(r[hidden + j]) +
-              acc_t(bias[hidden + j]),
+          acc_t(g[hidden + j]) + acc_t(r[hidden + j]) + acc_t(bias[hidden + j]),
           acc_t(g[2 * hidden + j]) + acc_t(r[2 * hidden + j]) +
               acc_t(bias[2 * hidden + j]),
           acc_t(g[3 * hidden + j]) + acc_t(r[3 * hidden + j]) +
@@ -242,8 +241,7 @@ DEEPRNN_FLOAT_CLONES void rnn_forward_rows_float(
     Rows<const float> recurrent,
     const float* bias,
     Rows<float> h_out) {
-  rnn_forward_rows<float>(
-      b0, b1, hidden, relu, gates, recurrent, bias, h_out);
+  rnn_forward_rows<float>(b0, b1, hidden, relu, gates, recurrent, bias, h_out);
 }
 
 } // namespace
@@ -258,15 +256,16 @@ void lstm_cell_forward(
     Rows<const scalar_t> c_prev,
     Rows<scalar_t> c_out,
     Rows<scalar_t> h_out) {
-  at::parallel_for(0, batch, grain_rows(4 * hidden), [&](int64_t b0, int64_t b1) {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      lstm_forward_rows_float(
-          b0, b1, hidden, gates, recurrent, bias, c_prev, c_out, h_out);
-    } else {
-      lstm_forward_rows<scalar_t>(
-          b0, b1, hidden, gates, recurrent, bias, c_prev, c_out, h_out);
-    }
-  });
+  at::parallel_for(
+      0, batch, grain_rows(4 * hidden), [&](int64_t b0, int64_t b1) {
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          lstm_forward_rows_float(
+              b0, b1, hidden, gates, recurrent, bias, c_prev, c_out, h_out);
+        } else {
+          lstm_forward_rows<scalar_t>(
+              b0, b1, hidden, gates, recurrent, bias, c_prev, c_out, h_out);
+        }
+      });
 }
 
 template <typename scalar_t>
@@ -280,15 +279,16 @@ void lstm_cell_backward(
     Rows<const scalar_t> dh_carry,
     Rows<scalar_t> dc,
     Rows<scalar_t> dgates) {
-  at::parallel_for(0, batch, grain_rows(4 * hidden), [&](int64_t b0, int64_t b1) {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      lstm_backward_rows_float(
-          b0, b1, hidden, gates, c, c_prev, dh, dh_carry, dc, dgates);
-    } else {
-      lstm_backward_rows<scalar_t>(
-          b0, b1, hidden, gates, c, c_prev, dh, dh_carry, dc, dgates);
-    }
-  });
+  at::parallel_for(
+      0, batch, grain_rows(4 * hidden), [&](int64_t b0, int64_t b1) {
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          lstm_backward_rows_float(
+              b0, b1, hidden, gates, c, c_prev, dh, dh_carry, dc, dgates);
+        } else {
+          lstm_backward_rows<scalar_t>(
+              b0, b1, hidden, gates, c, c_prev, dh, dh_carry, dc, dgates);
+        }
+      });
 }
 
 template <typename scalar_t>
@@ -302,17 +302,34 @@ void gru_cell_forward(
     Rows<const scalar_t> h_prev,
     Rows<scalar_t> hn_out,
     Rows<scalar_t> h_out) {
-  at::parallel_for(0, batch, grain_rows(3 * hidden), [&](int64_t b0, int64_t b1) {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      gru_forward_rows_float(
-          b0, b1, hidden, gates, recurrent, bias, b_hn, h_prev, hn_out,
-          h_out);
-    } else {
-      gru_forward_rows<scalar_t>(
-          b0, b1, hidden, gates, recurrent, bias, b_hn, h_prev, hn_out,
-          h_out);
-    }
-  });
+  at::parallel_for(
+      0, batch, grain_rows(3 * hidden), [&](int64_t b0, int64_t b1) {
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          gru_forward_rows_float(
+              b0,
+              b1,
+              hidden,
+              gates,
+              recurrent,
+              bias,
+              b_hn,
+              h_prev,
+              hn_out,
+              h_out);
+        } else {
+          gru_forward_rows<scalar_t>(
+              b0,
+              b1,
+              hidden,
+              gates,
+              recurrent,
+              bias,
+              b_hn,
+              h_prev,
+              hn_out,
+              h_out);
+        }
+      });
 }
 
 template <typename scalar_t>
@@ -328,31 +345,37 @@ void gru_cell_backward(
     Rows<scalar_t> dgates_h,
     Rows<scalar_t> dh_prev) {
   using acc_t = acc<scalar_t>;
-  at::parallel_for(0, batch, grain_rows(3 * hidden), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const scalar_t* g = gates.row(b);
-      const scalar_t* hnr = hn.row(b);
-      const scalar_t* hp = h_prev.row(b);
-      const scalar_t* dhr = dh.row(b);
-      const scalar_t* carry = dh_carry ? dh_carry.row(b) : nullptr;
-      scalar_t* dgx = dgates_x.row(b);
-      scalar_t* dgh = dgates_h.row(b);
-      scalar_t* dhp = dh_prev.row(b);
-      for (int64_t j = 0; j < hidden; ++j) {
-        const acc_t dh_total =
-            acc_t(dhr[j]) + (carry ? acc_t(carry[j]) : acc_t(0));
-        const auto out = cell::gru_backward<acc_t>(
-            g[j], g[hidden + j], g[2 * hidden + j], hnr[j], hp[j], dh_total);
-        dgx[j] = out.dr;
-        dgx[hidden + j] = out.dz;
-        dgx[2 * hidden + j] = out.dn_x;
-        dgh[j] = out.dr;
-        dgh[hidden + j] = out.dz;
-        dgh[2 * hidden + j] = out.dn_h;
-        dhp[j] = out.dh_prev;
-      }
-    }
-  });
+  at::parallel_for(
+      0, batch, grain_rows(3 * hidden), [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const scalar_t* g = gates.row(b);
+          const scalar_t* hnr = hn.row(b);
+          const scalar_t* hp = h_prev.row(b);
+          const scalar_t* dhr = dh.row(b);
+          const scalar_t* carry = dh_carry ? dh_carry.row(b) : nullptr;
+          scalar_t* dgx = dgates_x.row(b);
+          scalar_t* dgh = dgates_h.row(b);
+          scalar_t* dhp = dh_prev.row(b);
+          for (int64_t j = 0; j < hidden; ++j) {
+            const acc_t dh_total =
+                acc_t(dhr[j]) + (carry ? acc_t(carry[j]) : acc_t(0));
+            const auto out = cell::gru_backward<acc_t>(
+                g[j],
+                g[hidden + j],
+                g[2 * hidden + j],
+                hnr[j],
+                hp[j],
+                dh_total);
+            dgx[j] = out.dr;
+            dgx[hidden + j] = out.dz;
+            dgx[2 * hidden + j] = out.dn_x;
+            dgh[j] = out.dr;
+            dgh[hidden + j] = out.dz;
+            dgh[2 * hidden + j] = out.dn_h;
+            dhp[j] = out.dh_prev;
+          }
+        }
+      });
 }
 
 template <typename scalar_t>
@@ -420,26 +443,64 @@ void add_rows(
   });
 }
 
-#define DEEPRNN_INSTANTIATE_CELLS(T)                                         \
-  template void lstm_cell_forward<T>(                                        \
-      int64_t, int64_t, Rows<T>, Rows<const T>, const T*, Rows<const T>,     \
-      Rows<T>, Rows<T>);                                                     \
-  template void lstm_cell_backward<T>(                                       \
-      int64_t, int64_t, Rows<const T>, Rows<const T>, Rows<const T>,         \
-      Rows<const T>, Rows<const T>, Rows<T>, Rows<T>);                       \
-  template void gru_cell_forward<T>(                                         \
-      int64_t, int64_t, Rows<T>, Rows<const T>, const T*, const T*,          \
-      Rows<const T>, Rows<T>, Rows<T>);                                      \
-  template void gru_cell_backward<T>(                                        \
-      int64_t, int64_t, Rows<const T>, Rows<const T>, Rows<const T>,         \
-      Rows<const T>, Rows<const T>, Rows<T>, Rows<T>, Rows<T>);              \
-  template void rnn_cell_forward<T>(                                         \
-      int64_t, int64_t, bool, Rows<const T>, Rows<const T>, const T*,        \
-      Rows<T>);                                                              \
-  template void rnn_cell_backward<T>(                                        \
-      int64_t, int64_t, bool, Rows<const T>, Rows<const T>, Rows<const T>,   \
-      Rows<T>);                                                              \
-  template void add_rows<T>(                                                 \
+#define DEEPRNN_INSTANTIATE_CELLS(T)   \
+  template void lstm_cell_forward<T>(  \
+      int64_t,                         \
+      int64_t,                         \
+      Rows<T>,                         \
+      Rows<const T>,                   \
+      const T*,                        \
+      Rows<const T>,                   \
+      Rows<T>,                         \
+      Rows<T>);                        \
+  template void lstm_cell_backward<T>( \
+      int64_t,                         \
+      int64_t,                         \
+      Rows<const T>,                   \
+      Rows<const T>,                   \
+      Rows<const T>,                   \
+      Rows<const T>,                   \
+      Rows<const T>,                   \
+      Rows<T>,                         \
+      Rows<T>);                        \
+  template void gru_cell_forward<T>(   \
+      int64_t,                         \
+      int64_t,                         \
+      Rows<T>,                         \
+      Rows<const T>,                   \
+      const T*,                        \
+      const T*,                        \
+      Rows<const T>,                   \
+      Rows<T>,                         \
+      Rows<T>);                        \
+  template void gru_cell_backward<T>(  \
+      int64_t,                         \
+      int64_t,                         \
+      Rows<const T>,                   \
+      Rows<const T>,                   \
+      Rows<const T>,                   \
+      Rows<const T>,                   \
+      Rows<const T>,                   \
+      Rows<T>,                         \
+      Rows<T>,                         \
+      Rows<T>);                        \
+  template void rnn_cell_forward<T>(   \
+      int64_t,                         \
+      int64_t,                         \
+      bool,                            \
+      Rows<const T>,                   \
+      Rows<const T>,                   \
+      const T*,                        \
+      Rows<T>);                        \
+  template void rnn_cell_backward<T>(  \
+      int64_t,                         \
+      int64_t,                         \
+      bool,                            \
+      Rows<const T>,                   \
+      Rows<const T>,                   \
+      Rows<const T>,                   \
+      Rows<T>);                        \
+  template void add_rows<T>(           \
       int64_t, int64_t, Rows<const T>, Rows<const T>, Rows<T>);
 
 DEEPRNN_INSTANTIATE_CELLS(float)

@@ -41,9 +41,9 @@ inline float exp_approx(float x) {
 }
 
 // 1/x for x in [1, 1e38], the only denominators below (1 + e^y with y
-// clamped by the callers). A vector division is the slowest instruction of the cell loop
-// (it was a third of it); an integer first guess and three Newton steps
-// (each doubles the correct bits: ~4, 8, 16, 32) cost a few FMAs and stay
+// clamped by the callers). A vector division is the slowest instruction of the
+// cell loop (it was a third of it); an integer first guess and three Newton
+// steps (each doubles the correct bits: ~4, 8, 16, 32) cost a few FMAs and stay
 // within an ulp or two. NaN propagates through the Newton steps.
 inline float reciprocal_approx(float x) {
   int32_t bits;

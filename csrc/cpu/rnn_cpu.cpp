@@ -209,7 +209,8 @@ void forward_layer(
   const auto opts = layer_input.options();
   const bool relu = cfg.mode == Mode::RNN_RELU;
 
-  // Input projection of all steps and both directions, biases folded in.
+  // Input projection of all steps and both directions (the cell kernels add
+  // the biases).
   Tensor gates =
       saved.gates.defined() ? saved.gates : at::empty({T, B, D * G * H}, opts);
   Tensor gates_2d = gates.view({T * B, D * G * H});
@@ -245,98 +246,110 @@ void forward_layer(
   const int64_t y_row = D * P;
 
   auto direction_step = [&](int64_t step, int64_t d) {
-      const CellParams& p = cells[layer * D + d];
-      const int64_t t = d == 0 ? step : T - 1 - step;
-      const int64_t t_prev = d == 0 ? t - 1 : t + 1;
-      const Tensor h_prev = step == 0
-          ? h0.select(0, layer * D + d)
-          : y.select(0, t_prev).narrow(1, d * P, P);
-      Tensor recurrent_d = recurrent.select(0, d);
-      at::cpu::mm_out(recurrent_d, h_prev, w_hh_t[d]);
+    const CellParams& p = cells[layer * D + d];
+    const int64_t t = d == 0 ? step : T - 1 - step;
+    const int64_t t_prev = d == 0 ? t - 1 : t + 1;
+    const Tensor h_prev = step == 0 ? h0.select(0, layer * D + d)
+                                    : y.select(0, t_prev).narrow(1, d * P, P);
+    Tensor recurrent_d = recurrent.select(0, d);
+    at::cpu::mm_out(recurrent_d, h_prev, w_hh_t[d]);
 
-      const scalar_t* bias_x_d = bias_x.data_ptr<scalar_t>() + d * G * H;
-      cpu::Rows<scalar_t> step_gates{
-          gates_ptr + (t * B) * gate_row + d * G * H, gate_row};
-      cpu::Rows<const scalar_t> step_recurrent{
-          recurrent_d.data_ptr<scalar_t>(), G * H};
-      cpu::Rows<scalar_t> h_out{y_ptr + (t * B) * y_row + d * P, y_row};
+    const scalar_t* bias_x_d = bias_x.data_ptr<scalar_t>() + d * G * H;
+    cpu::Rows<scalar_t> step_gates{
+        gates_ptr + (t * B) * gate_row + d * G * H, gate_row};
+    cpu::Rows<const scalar_t> step_recurrent{
+        recurrent_d.data_ptr<scalar_t>(), G * H};
+    cpu::Rows<scalar_t> h_out{y_ptr + (t * B) * y_row + d * P, y_row};
 
-      switch (cfg.mode) {
-        case Mode::LSTM: {
-          cpu::Rows<const scalar_t> c_prev;
-          cpu::Rows<scalar_t> c_out;
-          if (saved.cells.defined()) {
-            scalar_t* c_ptr = saved.cells.data_ptr<scalar_t>();
-            c_out = {c_ptr + (t * B) * D * H + d * H, D * H};
-            c_prev = step == 0
-                ? cpu::Rows<const scalar_t>{c0.select(0, layer * D + d)
-                                                .data_ptr<scalar_t>(),
-                                            H}
-                : cpu::Rows<const scalar_t>{
-                      c_ptr + (t_prev * B) * D * H + d * H, D * H};
-          } else {
-            c_out = {cell_state.data_ptr<scalar_t>() + d * H, D * H};
-            c_prev = step == 0
-                ? cpu::Rows<const scalar_t>{c0.select(0, layer * D + d)
-                                                .data_ptr<scalar_t>(),
-                                            H}
-                : cpu::as_const(c_out);
-          }
-          cpu::Rows<scalar_t> pre_projection = h_out;
-          if (cfg.has_proj) {
-            pre_projection = saved.hidden.defined()
-                ? cpu::Rows<scalar_t>{saved.hidden.data_ptr<scalar_t>() +
-                                          (t * B) * D * H + d * H,
-                                      D * H}
-                : cpu::Rows<scalar_t>{
-                      hidden_scratch.data_ptr<scalar_t>() + d * H, D * H};
-          }
-          cpu::lstm_cell_forward<scalar_t>(
-              B, H, step_gates, step_recurrent, bias_x_d, c_prev, c_out,
-              pre_projection);
-          if (cfg.has_proj) {
-            const Tensor& hidden_all =
-                saved.hidden.defined() ? saved.hidden.select(0, t)
-                                       : hidden_scratch;
-            Tensor y_t = y.select(0, t).narrow(1, d * P, P);
-            at::cpu::mm_out(y_t, hidden_all.narrow(1, d * H, H), p.w_hr.t());
-          }
-          if (step == T - 1) {
-            cy.select(0, layer * D + d)
-                .copy_(
-                    saved.cells.defined()
-                        ? saved.cells.select(0, t).narrow(1, d * H, H)
-                        : cell_state.narrow(1, d * H, H));
-          }
-          break;
+    switch (cfg.mode) {
+      case Mode::LSTM: {
+        cpu::Rows<const scalar_t> c_prev;
+        cpu::Rows<scalar_t> c_out;
+        if (saved.cells.defined()) {
+          scalar_t* c_ptr = saved.cells.data_ptr<scalar_t>();
+          c_out = {c_ptr + (t * B) * D * H + d * H, D * H};
+          c_prev = step == 0
+              ? cpu::Rows<
+                    const scalar_t>{c0.select(0, layer * D + d).data_ptr<scalar_t>(), H}
+              : cpu::Rows<const scalar_t>{
+                    c_ptr + (t_prev * B) * D * H + d * H, D * H};
+        } else {
+          c_out = {cell_state.data_ptr<scalar_t>() + d * H, D * H};
+          c_prev = step == 0
+              ? cpu::Rows<
+                    const scalar_t>{c0.select(0, layer * D + d).data_ptr<scalar_t>(), H}
+              : cpu::as_const(c_out);
         }
-        case Mode::GRU: {
-          cpu::Rows<const scalar_t> h_prev_rows{
-              h_prev.data_ptr<scalar_t>(), h_prev.stride(0)};
-          cpu::Rows<scalar_t> hn_out;
-          if (saved.cells.defined()) {
-            hn_out = {
-                saved.cells.data_ptr<scalar_t>() + (t * B) * D * H + d * H,
-                D * H};
-          }
-          const scalar_t* b_hn =
-              bias_hn.data_ptr<scalar_t>() + d * H;
-          cpu::gru_cell_forward<scalar_t>(
-              B, H, step_gates, step_recurrent, bias_x_d, b_hn, h_prev_rows,
-              hn_out,
-              h_out);
-          break;
+        cpu::Rows<scalar_t> pre_projection = h_out;
+        if (cfg.has_proj) {
+          pre_projection = saved.hidden.defined()
+              ? cpu::Rows<
+                    scalar_t>{saved.hidden.data_ptr<scalar_t>() + (t * B) * D * H + d * H, D * H}
+              : cpu::Rows<scalar_t>{
+                    hidden_scratch.data_ptr<scalar_t>() + d * H, D * H};
         }
-        case Mode::RNN_TANH:
-        case Mode::RNN_RELU:
-          cpu::rnn_cell_forward<scalar_t>(
-              B, H, relu, cpu::as_const(step_gates), step_recurrent, bias_x_d,
-              h_out);
-          break;
+        cpu::lstm_cell_forward<scalar_t>(
+            B,
+            H,
+            step_gates,
+            step_recurrent,
+            bias_x_d,
+            c_prev,
+            c_out,
+            pre_projection);
+        if (cfg.has_proj) {
+          const Tensor& hidden_all = saved.hidden.defined()
+              ? saved.hidden.select(0, t)
+              : hidden_scratch;
+          Tensor y_t = y.select(0, t).narrow(1, d * P, P);
+          at::cpu::mm_out(y_t, hidden_all.narrow(1, d * H, H), p.w_hr.t());
+        }
+        if (step == T - 1) {
+          cy.select(0, layer * D + d)
+              .copy_(
+                  saved.cells.defined()
+                      ? saved.cells.select(0, t).narrow(1, d * H, H)
+                      : cell_state.narrow(1, d * H, H));
+        }
+        break;
       }
-      if (step == T - 1) {
-        hy.select(0, layer * D + d).copy_(y.select(0, t).narrow(1, d * P, P));
+      case Mode::GRU: {
+        cpu::Rows<const scalar_t> h_prev_rows{
+            h_prev.data_ptr<scalar_t>(), h_prev.stride(0)};
+        cpu::Rows<scalar_t> hn_out;
+        if (saved.cells.defined()) {
+          hn_out = {
+              saved.cells.data_ptr<scalar_t>() + (t * B) * D * H + d * H,
+              D * H};
+        }
+        const scalar_t* b_hn = bias_hn.data_ptr<scalar_t>() + d * H;
+        cpu::gru_cell_forward<scalar_t>(
+            B,
+            H,
+            step_gates,
+            step_recurrent,
+            bias_x_d,
+            b_hn,
+            h_prev_rows,
+            hn_out,
+            h_out);
+        break;
       }
+      case Mode::RNN_TANH:
+      case Mode::RNN_RELU:
+        cpu::rnn_cell_forward<scalar_t>(
+            B,
+            H,
+            relu,
+            cpu::as_const(step_gates),
+            step_recurrent,
+            bias_x_d,
+            h_out);
+        break;
+    }
+    if (step == T - 1) {
+      hy.select(0, layer * D + d).copy_(y.select(0, t).narrow(1, d * P, P));
+    }
   };
   for (const auto step : c10::irange(T)) {
     for_each_direction(D, [&](int64_t d) { direction_step(step, d); });
@@ -357,8 +370,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_cpu(
     c10::string_view mode,
     bool need_reserve) {
   const RNNConfig cfg = check_rnn_args(
-      parse_mode(mode), input, hx, cx, params, has_biases, num_layers,
-      dropout, train, bidirectional, batch_first);
+      parse_mode(mode),
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first);
   const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
   const int64_t L = cfg.num_layers, H = cfg.hidden_size, P = cfg.proj_size;
   const auto opts = input.options();
@@ -382,14 +404,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_cpu(
     Tensor layer_input =
         (batch_first ? input.transpose(0, 1) : input).contiguous();
     AT_DISPATCH_FLOATING_TYPES_AND2(
-        at::kBFloat16, at::kHalf, input.scalar_type(), "deeprnn_forward",
-        [&] {
+        at::kBFloat16, at::kHalf, input.scalar_type(), "deeprnn_forward", [&] {
           for (const auto l : c10::irange(L)) {
             const bool last = l == L - 1;
-            const Tensor y = last ? output
-                : saved[l].output.defined()
-                ? saved[l].output
-                : at::empty({T, B, D * P}, opts);
+            const Tensor y = last           ? output
+                : saved[l].output.defined() ? saved[l].output
+                                            : at::empty({T, B, D * P}, opts);
             forward_layer<scalar_t>(
                 cfg, cells, l, layer_input, h0, c0, saved[l], y, hy, cy);
             if (!last) {
@@ -459,8 +479,11 @@ void backward_layer(
   const int64_t gate_row = D * G * H;
   const int64_t y_row = D * P;
   const int64_t cell_row = D * H;
-  auto at_step = [&](const Tensor& buffer, int64_t t, int64_t d,
-                     int64_t width, int64_t row) {
+  auto at_step = [&](const Tensor& buffer,
+                     int64_t t,
+                     int64_t d,
+                     int64_t width,
+                     int64_t row) {
     if (!buffer.defined()) {
       return cpu::Rows<scalar_t>{};
     }
@@ -469,75 +492,99 @@ void backward_layer(
   };
 
   auto direction_step = [&](int64_t step, int64_t d) {
-      const CellParams& p = cells[layer * D + d];
-      // Backward visits the steps in the opposite order of forward.
-      const int64_t t = d == 0 ? T - 1 - step : step;
-      const bool first_in_forward = d == 0 ? t == 0 : t == T - 1;
-      const int64_t t_prev = d == 0 ? t - 1 : t + 1;
-      const Tensor h_prev = first_in_forward
-          ? h0.select(0, layer * D + d)
-          : y.select(0, t_prev).narrow(1, d * P, P);
-      const cpu::Rows<const scalar_t> h_prev_rows{
-          h_prev.data_ptr<scalar_t>(), h_prev.stride(0)};
-      const auto dy_t = cpu::as_const(at_step(dy, t, d, P, y_row));
-      Tensor carry_d = dh_carry.select(0, d); // [B, P]
-      const cpu::Rows<scalar_t> carry_rows{carry_d.data_ptr<scalar_t>(), P};
-      const auto dgx_t = at_step(dgates_x, t, d, G * H, gate_row);
-      const auto dgh_t = at_step(dgates_h, t, d, G * H, gate_row);
-      const auto gates_t =
-          cpu::as_const(at_step(saved.gates, t, d, G * H, gate_row));
+    const CellParams& p = cells[layer * D + d];
+    // Backward visits the steps in the opposite order of forward.
+    const int64_t t = d == 0 ? T - 1 - step : step;
+    const bool first_in_forward = d == 0 ? t == 0 : t == T - 1;
+    const int64_t t_prev = d == 0 ? t - 1 : t + 1;
+    const Tensor h_prev = first_in_forward
+        ? h0.select(0, layer * D + d)
+        : y.select(0, t_prev).narrow(1, d * P, P);
+    const cpu::Rows<const scalar_t> h_prev_rows{
+        h_prev.data_ptr<scalar_t>(), h_prev.stride(0)};
+    const auto dy_t = cpu::as_const(at_step(dy, t, d, P, y_row));
+    Tensor carry_d = dh_carry.select(0, d); // [B, P]
+    const cpu::Rows<scalar_t> carry_rows{carry_d.data_ptr<scalar_t>(), P};
+    const auto dgx_t = at_step(dgates_x, t, d, G * H, gate_row);
+    const auto dgh_t = at_step(dgates_h, t, d, G * H, gate_row);
+    const auto gates_t =
+        cpu::as_const(at_step(saved.gates, t, d, G * H, gate_row));
 
-      switch (cfg.mode) {
-        case Mode::LSTM: {
-          const cpu::Rows<const scalar_t> c_prev = first_in_forward
-              ? cpu::Rows<const scalar_t>{c0.select(0, layer * D + d)
-                                              .data_ptr<scalar_t>(),
-                                          H}
-              : cpu::as_const(at_step(saved.cells, t_prev, d, H, cell_row));
-          const auto c_t =
-              cpu::as_const(at_step(saved.cells, t, d, H, cell_row));
-          const cpu::Rows<scalar_t> dc_rows{
-              dc_carry.select(0, d).data_ptr<scalar_t>(), H};
-          if (cfg.has_proj) {
-            const auto total = at_step(dh_total, t, d, P, y_row);
-            cpu::add_rows<scalar_t>(
-                B, P, dy_t, cpu::as_const(carry_rows), total);
-            Tensor dh_pre_d = dh_pre_projection.select(0, d);
-            at::cpu::mm_out(
-                dh_pre_d, dh_total.select(0, t).narrow(1, d * P, P), p.w_hr);
-            cpu::lstm_cell_backward<scalar_t>(
-                B, H, gates_t, c_t, c_prev,
-                {dh_pre_d.data_ptr<scalar_t>(), H}, {}, dc_rows, dgx_t);
-          } else {
-            cpu::lstm_cell_backward<scalar_t>(
-                B, H, gates_t, c_t, c_prev, dy_t, cpu::as_const(carry_rows),
-                dc_rows, dgx_t);
-          }
-          break;
+    switch (cfg.mode) {
+      case Mode::LSTM: {
+        const cpu::Rows<const scalar_t> c_prev = first_in_forward
+            ? cpu::Rows<
+                  const scalar_t>{c0.select(0, layer * D + d).data_ptr<scalar_t>(), H}
+            : cpu::as_const(at_step(saved.cells, t_prev, d, H, cell_row));
+        const auto c_t = cpu::as_const(at_step(saved.cells, t, d, H, cell_row));
+        const cpu::Rows<scalar_t> dc_rows{
+            dc_carry.select(0, d).data_ptr<scalar_t>(), H};
+        if (cfg.has_proj) {
+          const auto total = at_step(dh_total, t, d, P, y_row);
+          cpu::add_rows<scalar_t>(B, P, dy_t, cpu::as_const(carry_rows), total);
+          Tensor dh_pre_d = dh_pre_projection.select(0, d);
+          at::cpu::mm_out(
+              dh_pre_d, dh_total.select(0, t).narrow(1, d * P, P), p.w_hr);
+          cpu::lstm_cell_backward<scalar_t>(
+              B,
+              H,
+              gates_t,
+              c_t,
+              c_prev,
+              {dh_pre_d.data_ptr<scalar_t>(), H},
+              {},
+              dc_rows,
+              dgx_t);
+        } else {
+          cpu::lstm_cell_backward<scalar_t>(
+              B,
+              H,
+              gates_t,
+              c_t,
+              c_prev,
+              dy_t,
+              cpu::as_const(carry_rows),
+              dc_rows,
+              dgx_t);
         }
-        case Mode::GRU: {
-          const auto hn_t =
-              cpu::as_const(at_step(saved.cells, t, d, H, cell_row));
-          // Writes the direct part z * dh into the carry; the GEMM below
-          // adds the part through W_hh.
-          cpu::gru_cell_backward<scalar_t>(
-              B, H, gates_t, hn_t, h_prev_rows, dy_t,
-              cpu::as_const(carry_rows), dgx_t, dgh_t, carry_rows);
-          break;
-        }
-        case Mode::RNN_TANH:
-        case Mode::RNN_RELU:
-          cpu::rnn_cell_backward<scalar_t>(
-              B, H, relu, cpu::as_const(at_step(y, t, d, P, y_row)), dy_t,
-              cpu::as_const(carry_rows), dgx_t);
-          break;
+        break;
       }
-      const Tensor dgh_step = dgates_h.select(0, t).narrow(1, d * G * H, G * H);
-      if (gru) {
-        at::cpu::addmm_out(carry_d, carry_d, dgh_step, p.w_hh);
-      } else {
-        at::cpu::mm_out(carry_d, dgh_step, p.w_hh);
+      case Mode::GRU: {
+        const auto hn_t =
+            cpu::as_const(at_step(saved.cells, t, d, H, cell_row));
+        // Writes the direct part z * dh into the carry; the GEMM below
+        // adds the part through W_hh.
+        cpu::gru_cell_backward<scalar_t>(
+            B,
+            H,
+            gates_t,
+            hn_t,
+            h_prev_rows,
+            dy_t,
+            cpu::as_const(carry_rows),
+            dgx_t,
+            dgh_t,
+            carry_rows);
+        break;
       }
+      case Mode::RNN_TANH:
+      case Mode::RNN_RELU:
+        cpu::rnn_cell_backward<scalar_t>(
+            B,
+            H,
+            relu,
+            cpu::as_const(at_step(y, t, d, P, y_row)),
+            dy_t,
+            cpu::as_const(carry_rows),
+            dgx_t);
+        break;
+    }
+    const Tensor dgh_step = dgates_h.select(0, t).narrow(1, d * G * H, G * H);
+    if (gru) {
+      at::cpu::addmm_out(carry_d, carry_d, dgh_step, p.w_hh);
+    } else {
+      at::cpu::mm_out(carry_d, dgh_step, p.w_hh);
+    }
   };
   for (const auto step : c10::irange(T)) {
     for_each_direction(D, [&](int64_t d) { direction_step(step, d); });
@@ -561,7 +608,8 @@ void backward_layer(
       const Tensor dgh_d =
           dgates_h.narrow(2, d * G * H, G * H).view({T * B, G * H});
       at::cpu::mm_out(
-          dparams[base], dgx_d.t(),
+          dparams[base],
+          dgx_d.t(),
           layer_input.view({T * B, layer_input.size(2)}));
       // dW_hh = sum_t dG_h(t)^T h_{t-1}: the steps whose h_{t-1} is a row of
       // y in one GEMM, the step that read h0 in another.
@@ -576,7 +624,8 @@ void backward_layer(
                                 .view({(T - 1) * B, P});
       at::cpu::mm_out(dparams[base + 1], dgh_rest.t(), h_rest);
       at::cpu::addmm_out(
-          dparams[base + 1], dparams[base + 1],
+          dparams[base + 1],
+          dparams[base + 1],
           dgates_h.select(0, first).narrow(1, d * G * H, G * H).t(),
           h0.select(0, layer * D + d));
       if (cfg.has_biases) {
@@ -598,7 +647,8 @@ void backward_layer(
     dx = at::empty({T, B, layer_input.size(2)}, opts);
     Tensor dx_2d = dx.view({T * B, layer_input.size(2)});
     at::cpu::mm_out(
-        dx_2d, dgates_x.view({T * B, D * G * H}),
+        dx_2d,
+        dgates_x.view({T * B, D * G * H}),
         stacked_input_weights(cfg, cells, layer));
   }
 }
@@ -622,8 +672,17 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_cpu(
     c10::string_view mode,
     std::array<bool, 4> output_mask) {
   const RNNConfig cfg = check_rnn_args(
-      parse_mode(mode), input, hx, cx, params, has_biases, num_layers,
-      dropout, train, bidirectional, batch_first);
+      parse_mode(mode),
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first);
   const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
   const int64_t L = cfg.num_layers, H = cfg.hidden_size, P = cfg.proj_size;
   const auto opts = input.options();
@@ -651,9 +710,8 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_cpu(
   const bool has_cx = cx.has_value() && cx->defined();
   const bool lstm = cfg.mode == Mode::LSTM;
   Tensor grad_input = at::empty({0}, opts);
-  Tensor grad_hx = output_mask[1] && has_hx
-      ? at::empty({L * D, B, P}, opts)
-      : at::empty({0}, opts);
+  Tensor grad_hx = output_mask[1] && has_hx ? at::empty({L * D, B, P}, opts)
+                                            : at::empty({0}, opts);
   Tensor grad_cx = output_mask[2] && has_cx && lstm
       ? at::empty({L * D, B, H}, opts)
       : at::empty({0}, opts);
@@ -690,8 +748,8 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_cpu(
     return t->contiguous();
   };
   const Tensor x = (batch_first ? input.transpose(0, 1) : input).contiguous();
-  const Tensor y_last = (batch_first ? output.transpose(0, 1) : output)
-                            .contiguous();
+  const Tensor y_last =
+      (batch_first ? output.transpose(0, 1) : output).contiguous();
   const Tensor h0 = state_or_zeros(hx, P);
   const Tensor c0 = lstm ? state_or_zeros(cx, H) : Tensor();
   const Tensor dhy = state_or_zeros(grad_hy, P);
@@ -714,8 +772,22 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_cpu(
           const Tensor& y = l == L - 1 ? y_last : saved[l].output;
           Tensor dx;
           backward_layer<scalar_t>(
-              cfg, cells, l, layer_input, y, h0, c0, saved[l], dy, dhy, dcy,
-              l > 0 || output_mask[0], output_mask[3], dx, dhx_all, dcx_all,
+              cfg,
+              cells,
+              l,
+              layer_input,
+              y,
+              h0,
+              c0,
+              saved[l],
+              dy,
+              dhy,
+              dcy,
+              l > 0 || output_mask[0],
+              output_mask[3],
+              dx,
+              dhx_all,
+              dcx_all,
               grad_params);
           if (l > 0) {
             dy = cfg.uses_dropout() ? dx * saved[l - 1].mask : dx;

@@ -13,8 +13,10 @@ namespace {
 using at::Tensor;
 
 // [T, B, W] time-major, seen as (B, T, W) with batch_first.
-Tensor sequence_like(const RNNConfig& cfg, int64_t width,
-                     const at::TensorOptions& opts) {
+Tensor sequence_like(
+    const RNNConfig& cfg,
+    int64_t width,
+    const at::TensorOptions& opts) {
   Tensor t = at::empty({cfg.seq_len, cfg.batch, width}, opts);
   return cfg.batch_first ? t.transpose(0, 1) : t;
 }
@@ -33,8 +35,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_meta(
     c10::string_view mode,
     bool need_reserve) {
   const RNNConfig cfg = check_rnn_args(
-      parse_mode(mode), input, hx, cx, params, has_biases, num_layers,
-      dropout, train, bidirectional, batch_first);
+      parse_mode(mode),
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first);
   const auto opts = input.options();
   const int64_t LD = cfg.num_layers * cfg.num_directions;
   return {
@@ -69,15 +80,23 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_meta(
   (void)grad_hy;
   (void)grad_cy;
   const RNNConfig cfg = check_rnn_args(
-      parse_mode(mode), input, hx, cx, params, has_biases, num_layers,
-      dropout, train, bidirectional, batch_first);
+      parse_mode(mode),
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first);
   const auto opts = input.options();
   const int64_t LD = cfg.num_layers * cfg.num_directions;
   const bool has_hx = hx.has_value() && hx->defined();
   const bool has_cx = cx.has_value() && cx->defined();
-  Tensor grad_input = output_mask[0]
-      ? sequence_like(cfg, cfg.input_size, opts)
-      : at::empty({0}, opts);
+  Tensor grad_input = output_mask[0] ? sequence_like(cfg, cfg.input_size, opts)
+                                     : at::empty({0}, opts);
   Tensor grad_hx = output_mask[1] && has_hx
       ? at::empty({LD, cfg.batch, cfg.proj_size}, opts)
       : at::empty({0}, opts);

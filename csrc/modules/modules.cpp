@@ -138,8 +138,8 @@ std::vector<std::string> register_recurrent_parameters(
     const int64_t layer_input_size =
         layer == 0 ? config.input_size : real_hidden_size * num_directions;
     for (int64_t direction = 0; direction < num_directions; ++direction) {
-      const std::string suffix = "_l" + std::to_string(layer) +
-          (direction == 1 ? "_reverse" : "");
+      const std::string suffix =
+          "_l" + std::to_string(layer) + (direction == 1 ? "_reverse" : "");
       add("weight_ih" + suffix, torch::empty({gate_size, layer_input_size}));
       add("weight_hh" + suffix, torch::empty({gate_size, real_hidden_size}));
       if (config.bias) {
@@ -180,9 +180,7 @@ std::vector<torch::Tensor> parameters_by_name(
   return result;
 }
 
-void print_common_options(
-    std::ostream& stream,
-    const RecurrentConfig& config) {
+void print_common_options(std::ostream& stream, const RecurrentConfig& config) {
   stream << "input_size=" << config.input_size
          << ", hidden_size=" << config.hidden_size
          << ", num_layers=" << config.num_layers;
@@ -419,10 +417,10 @@ std::vector<torch::Tensor> LSTMImpl::flat_weights() const {
   return parameters_by_name(*this, flat_weights_names_);
 }
 
-std::tuple<torch::Tensor, std::tuple<torch::Tensor, torch::Tensor>>
-LSTMImpl::forward(
-    const torch::Tensor& input,
-    std::optional<std::tuple<torch::Tensor, torch::Tensor>> hx_opt) {
+std::tuple<torch::Tensor, std::tuple<torch::Tensor, torch::Tensor>> LSTMImpl::
+    forward(
+        const torch::Tensor& input,
+        std::optional<std::tuple<torch::Tensor, torch::Tensor>> hx_opt) {
   const RecurrentConfig config = config_of(options);
   const BatchedView view = to_batched(config, input);
   std::optional<torch::Tensor> hx;

@@ -26,16 +26,34 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> call_rnn_forward(
     bool bidirectional,
     bool batch_first,
     c10::string_view mode) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("deeprnn::_rnn_forward", "")
-          .typed<std::tuple<Tensor, Tensor, Tensor, Tensor>(
-              const Tensor&, const std::optional<Tensor>&,
-              const std::optional<Tensor>&, at::TensorList, bool, int64_t,
-              double, bool, bool, bool, c10::string_view, bool)>();
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("deeprnn::_rnn_forward", "")
+                       .typed<std::tuple<Tensor, Tensor, Tensor, Tensor>(
+                           const Tensor&,
+                           const std::optional<Tensor>&,
+                           const std::optional<Tensor>&,
+                           at::TensorList,
+                           bool,
+                           int64_t,
+                           double,
+                           bool,
+                           bool,
+                           bool,
+                           c10::string_view,
+                           bool)>();
   return op.call(
-      input, hx, cx, params, has_biases, num_layers, dropout, train,
-      bidirectional, batch_first, mode, /*need_reserve=*/false);
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first,
+      mode,
+      /*need_reserve=*/false);
 }
 
 std::tuple<Tensor, Tensor, Tensor> lstm_no_grad(
@@ -50,8 +68,17 @@ std::tuple<Tensor, Tensor, Tensor> lstm_no_grad(
     bool bidirectional,
     bool batch_first) {
   auto out = call_rnn_forward(
-      input, hx, cx, params, has_biases, num_layers, dropout, train,
-      bidirectional, batch_first, "lstm");
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first,
+      "lstm");
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
@@ -67,14 +94,30 @@ std::tuple<Tensor, Tensor> simple_no_grad(
     bool bidirectional,
     bool batch_first) {
   auto out = call_rnn_forward(
-      input, hx, std::nullopt, params, has_biases, num_layers, dropout, train,
-      bidirectional, batch_first, mode_name(kMode));
+      input,
+      hx,
+      std::nullopt,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first,
+      mode_name(kMode));
   return {std::get<0>(out), std::get<1>(out)};
 }
 
 using SimpleSignature = std::tuple<Tensor, Tensor>(
-    const Tensor&, const std::optional<Tensor>&, at::TensorList, bool,
-    int64_t, double, bool, bool, bool);
+    const Tensor&,
+    const std::optional<Tensor>&,
+    at::TensorList,
+    bool,
+    int64_t,
+    double,
+    bool,
+    bool,
+    bool);
 
 std::tuple<Tensor, Tensor> call_simple(
     const char* name,
@@ -91,8 +134,15 @@ std::tuple<Tensor, Tensor> call_simple(
                 .findSchemaOrThrow(name, "")
                 .typed<SimpleSignature>();
   return op.call(
-      input, hx, params, has_biases, num_layers, dropout, train,
-      bidirectional, batch_first);
+      input,
+      hx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first);
 }
 
 } // namespace
@@ -108,16 +158,30 @@ std::tuple<Tensor, Tensor, Tensor> lstm(
     bool train,
     bool bidirectional,
     bool batch_first) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("deeprnn::lstm", "")
-          .typed<std::tuple<Tensor, Tensor, Tensor>(
-              const Tensor&, const std::optional<Tensor>&,
-              const std::optional<Tensor>&, at::TensorList, bool, int64_t,
-              double, bool, bool, bool)>();
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("deeprnn::lstm", "")
+                       .typed<std::tuple<Tensor, Tensor, Tensor>(
+                           const Tensor&,
+                           const std::optional<Tensor>&,
+                           const std::optional<Tensor>&,
+                           at::TensorList,
+                           bool,
+                           int64_t,
+                           double,
+                           bool,
+                           bool,
+                           bool)>();
   return op.call(
-      input, hx, cx, params, has_biases, num_layers, dropout, train,
-      bidirectional, batch_first);
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first);
 }
 
 std::tuple<Tensor, Tensor> gru(
@@ -131,8 +195,16 @@ std::tuple<Tensor, Tensor> gru(
     bool bidirectional,
     bool batch_first) {
   return call_simple(
-      "deeprnn::gru", input, hx, params, has_biases, num_layers, dropout,
-      train, bidirectional, batch_first);
+      "deeprnn::gru",
+      input,
+      hx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first);
 }
 
 std::tuple<Tensor, Tensor> rnn_tanh(
@@ -146,8 +218,16 @@ std::tuple<Tensor, Tensor> rnn_tanh(
     bool bidirectional,
     bool batch_first) {
   return call_simple(
-      "deeprnn::rnn_tanh", input, hx, params, has_biases, num_layers, dropout,
-      train, bidirectional, batch_first);
+      "deeprnn::rnn_tanh",
+      input,
+      hx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first);
 }
 
 std::tuple<Tensor, Tensor> rnn_relu(
@@ -161,8 +241,16 @@ std::tuple<Tensor, Tensor> rnn_relu(
     bool bidirectional,
     bool batch_first) {
   return call_simple(
-      "deeprnn::rnn_relu", input, hx, params, has_biases, num_layers, dropout,
-      train, bidirectional, batch_first);
+      "deeprnn::rnn_relu",
+      input,
+      hx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first);
 }
 
 int64_t reserve_size(
@@ -183,18 +271,32 @@ int64_t reserve_size(
       "deeprnn.reserve_size: expected seq_len >= 0, batch >= 0, "
       "hidden_size >= 1, num_layers >= 1 and 0 <= proj_size < hidden_size, "
       "got seq_len ",
-      seq_len, ", batch ", batch, ", hidden_size ", hidden_size,
-      ", num_layers ", num_layers, ", proj_size ", proj_size);
+      seq_len,
+      ", batch ",
+      batch,
+      ", hidden_size ",
+      hidden_size,
+      ", num_layers ",
+      num_layers,
+      ", proj_size ",
+      proj_size);
   TORCH_CHECK(
       proj_size == 0 || m == Mode::LSTM,
       "deeprnn.reserve_size: proj_size is only supported by lstm, got ",
-      proj_size, " for ", std::string(mode));
+      proj_size,
+      " for ",
+      std::string(mode));
   int64_t total = 0;
   for (int64_t l = 0; l < num_layers; ++l) {
     total += reserve_layer_layout(
-                 m, seq_len, batch, hidden_size,
-                 proj_size > 0 ? proj_size : hidden_size, proj_size > 0,
-                 bidirectional ? 2 : 1, l == num_layers - 1,
+                 m,
+                 seq_len,
+                 batch,
+                 hidden_size,
+                 proj_size > 0 ? proj_size : hidden_size,
+                 proj_size > 0,
+                 bidirectional ? 2 : 1,
+                 l == num_layers - 1,
                  with_dropout && num_layers > 1)
                  .size();
   }

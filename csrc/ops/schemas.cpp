@@ -23,7 +23,7 @@ TORCH_LIBRARY(deeprnn, m) {
     m.def(
         (std::string(name) +
          "(Tensor input, Tensor? hx, Tensor[] params, bool has_biases, "
-            "int num_layers, float dropout, bool train, bool bidirectional, "
+         "int num_layers, float dropout, bool train, bool bidirectional, "
          "bool batch_first) -> (Tensor, Tensor)")
             .c_str(),
         seeded);

@@ -36,7 +36,8 @@ int main() {
       close(c_n, ref_c_n) && close(x_ours.grad(), x_ref.grad());
   auto ref_parameters = reference->named_parameters();
   for (const auto& item : lstm->named_parameters()) {
-    same = same && close(item.value().grad(), ref_parameters[item.key()].grad());
+    same =
+        same && close(item.value().grad(), ref_parameters[item.key()].grad());
   }
 
   std::cout << "output " << output.sizes() << "\n"; // [5, 3, 40]

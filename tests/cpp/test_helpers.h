@@ -48,15 +48,15 @@ inline ::testing::AssertionResult tensors_close(
   const at::Tensor a = actual.detach().to(at::kDouble);
   const at::Tensor e = expected.detach().to(at::kDouble);
   const at::Tensor excess = (a - e).abs() - tol * (1 + e.abs());
-  if (!a.isfinite().all().item<bool>() ||
-      excess.max().item<double>() > 0 || excess.isnan().any().item<bool>()) {
+  if (!a.isfinite().all().item<bool>() || excess.max().item<double>() > 0 ||
+      excess.isnan().any().item<bool>()) {
     const int64_t worst = excess.nan_to_num(1e300).argmax().item<int64_t>();
     return ::testing::AssertionFailure()
         << "max |diff| " << (a - e).abs().max().item<double>()
         << ", worst flat index " << worst << ": "
         << a.flatten()[worst].item<double>() << " vs "
-        << e.flatten()[worst].item<double>() << " (shape "
-        << shape_of(actual) << ")";
+        << e.flatten()[worst].item<double>() << " (shape " << shape_of(actual)
+        << ")";
   }
   return ::testing::AssertionSuccess();
 }

@@ -140,8 +140,7 @@ void expect_same_layout(const TorchModule& theirs, const OurModule& ours) {
   const auto actual = ours->named_parameters();
   ASSERT_EQ(actual.keys(), expected.keys());
   for (const auto& item : expected) {
-    EXPECT_EQ(actual[item.key()].sizes(), item.value().sizes())
-        << item.key();
+    EXPECT_EQ(actual[item.key()].sizes(), item.value().sizes()) << item.key();
     EXPECT_TRUE(actual[item.key()].requires_grad()) << item.key();
   }
   EXPECT_EQ(ours->flat_weights_names(), expected.keys());
@@ -164,9 +163,8 @@ TEST(ParameterLayout, MatchesTorchNN) {
     for (bool bidirectional : {false, true}) {
       for (bool bias : {false, true}) {
         SCOPED_TRACE(
-            "layers=" + std::to_string(layers) +
-            " bidirectional=" + std::to_string(bidirectional) +
-            " bias=" + std::to_string(bias));
+            "layers=" + std::to_string(layers) + " bidirectional=" +
+            std::to_string(bidirectional) + " bias=" + std::to_string(bias));
         for (int64_t proj : {0, 3}) {
           expect_same_layout(
               torch::nn::LSTM(torch::nn::LSTMOptions(5, 7)
@@ -273,20 +271,28 @@ TEST(ModuleErrors, BadInputIsReportedAndTheModuleStillWorks) {
   const auto [expected, expected_state] = lstm->forward(x, std::tuple(h0, c0));
 
   EXPECT_TRUE(throws_matching(
-      [&] { lstm->forward(torch::randn({2, 5, 8, 10})); },
+      [&] {
+        lstm->forward(torch::randn({2, 5, 8, 10}));
+      },
       "deeprnn::LSTM: expected 2-D \\(unbatched\\) or 3-D \\(batched\\) "
       "input, got a 4-D tensor"));
   EXPECT_TRUE(throws_matching(
       [&] { lstm->forward(torch::randn({5})); }, "deeprnn::LSTM: .*1-D"));
   // Shapes and dtypes are the operator's checks; its messages name it.
   EXPECT_TRUE(throws_matching(
-      [&] { lstm->forward(x, std::tuple(torch::randn({1, 8, 32}), c0)); },
+      [&] {
+        lstm->forward(x, std::tuple(torch::randn({1, 8, 32}), c0));
+      },
       "deeprnn.lstm: hx"));
   EXPECT_TRUE(throws_matching(
-      [&] { lstm->forward(x, std::tuple(h0, torch::randn({2, 8, 31}))); },
+      [&] {
+        lstm->forward(x, std::tuple(h0, torch::randn({2, 8, 31})));
+      },
       "deeprnn.lstm: cx"));
   EXPECT_TRUE(throws_matching(
-      [&] { lstm->forward(torch::randn({5, 8, 7})); },
+      [&] {
+        lstm->forward(torch::randn({5, 8, 7}));
+      },
       "deeprnn.lstm: input.*10"));
   EXPECT_TRUE(throws_matching(
       [&] { lstm->forward(x.to(torch::kDouble)); }, "deeprnn.lstm: .*dtype"));
@@ -311,16 +317,25 @@ TEST(ModuleErrors, SingleStateModulesReportBadHx) {
   deeprnn::GRU gru(deeprnn::GRUOptions(4, 6).bidirectional(true));
   const Tensor x = torch::randn({3, 2, 4});
   EXPECT_TRUE(throws_matching(
-      [&] { gru->forward(x, torch::randn({2, 6})); },
+      [&] {
+        gru->forward(x, torch::randn({2, 6}));
+      },
       "deeprnn::GRU: for batched 3-D input, hx must be 3-D, got a 2-D"));
   EXPECT_TRUE(throws_matching(
-      [&] { gru->forward(x, torch::randn({1, 2, 6})); }, "deeprnn.gru: hx"));
+      [&] {
+        gru->forward(x, torch::randn({1, 2, 6}));
+      },
+      "deeprnn.gru: hx"));
   deeprnn::RNN rnn(deeprnn::RNNOptions(4, 6).nonlinearity(torch::kReLU));
   EXPECT_TRUE(throws_matching(
-      [&] { rnn->forward(x[0], torch::randn({1, 2, 6})); },
+      [&] {
+        rnn->forward(x[0], torch::randn({1, 2, 6}));
+      },
       "deeprnn::RNN: for unbatched 2-D input, hx must be 2-D, got a 3-D"));
   EXPECT_TRUE(throws_matching(
-      [&] { rnn->forward(x, torch::randn({1, 2, 5})); },
+      [&] {
+        rnn->forward(x, torch::randn({1, 2, 5}));
+      },
       "deeprnn.rnn_relu: hx"));
   // Still usable.
   EXPECT_EQ(
@@ -386,8 +401,8 @@ TEST(ModuleUse, LoadsATorchNNCheckpoint) {
   const auto [expected, expected_state] = theirs->forward(x);
   const auto [output, state] = ours->forward(x);
   EXPECT_TRUE(tensors_close(output, expected, 1e-5));
-  EXPECT_TRUE(tensors_close(std::get<1>(state), std::get<1>(expected_state),
-                            1e-5));
+  EXPECT_TRUE(
+      tensors_close(std::get<1>(state), std::get<1>(expected_state), 1e-5));
 }
 
 TEST(ModuleUse, AnyModuleUsesTheDefaultState) {

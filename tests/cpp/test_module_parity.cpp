@@ -55,7 +55,9 @@ std::string describe(const Case& c) {
 struct Runner {
   std::shared_ptr<torch::nn::Module> module;
   std::function<std::tuple<Tensor, Tensor, Tensor>(
-      const Tensor&, const Tensor&, const Tensor&)>
+      const Tensor&,
+      const Tensor&,
+      const Tensor&)>
       forward;
 };
 
@@ -84,18 +86,19 @@ Runner single_state_runner(std::shared_ptr<Impl> impl) {
 Runner unbatched_via_batched(Runner batched, bool batch_first) {
   const int64_t batch_dim = batch_first ? 0 : 1;
   auto forward = batched.forward;
-  return {batched.module,
-          [forward, batch_dim](
-              const Tensor& x, const Tensor& h0, const Tensor& c0) {
-            auto [output, hy, cy] = forward(
-                x.unsqueeze(batch_dim),
-                h0.defined() ? h0.unsqueeze(1) : h0,
-                c0.defined() ? c0.unsqueeze(1) : c0);
-            return std::make_tuple(
-                output.squeeze(batch_dim),
-                hy.squeeze(1),
-                cy.defined() ? cy.squeeze(1) : cy);
-          }};
+  return {
+      batched.module,
+      [forward, batch_dim](
+          const Tensor& x, const Tensor& h0, const Tensor& c0) {
+        auto [output, hy, cy] = forward(
+            x.unsqueeze(batch_dim),
+            h0.defined() ? h0.unsqueeze(1) : h0,
+            c0.defined() ? c0.unsqueeze(1) : c0);
+        return std::make_tuple(
+            output.squeeze(batch_dim),
+            hy.squeeze(1),
+            cy.defined() ? cy.squeeze(1) : cy);
+      }};
 }
 
 Runner make_torch_runner(const Case& c, int64_t input_size, int64_t hidden) {
@@ -204,9 +207,9 @@ void check_parity(const Case& c) {
   ours.module->train(c.training);
   copy_parameters_by_name(*reference.module, *ours.module);
 
-  std::vector<int64_t> input_shape =
-      c.batch_first ? std::vector<int64_t>{batch, steps, input_size}
-                    : std::vector<int64_t>{steps, batch, input_size};
+  std::vector<int64_t> input_shape = c.batch_first
+      ? std::vector<int64_t>{batch, steps, input_size}
+      : std::vector<int64_t>{steps, batch, input_size};
   std::vector<int64_t> h_shape = {
       c.num_layers * num_directions, batch, real_hidden};
   std::vector<int64_t> c_shape = {c.num_layers * num_directions, batch, hidden};
@@ -272,8 +275,14 @@ TEST_F(ModuleParity, LSTM) {
         for (bool bias : {false, true}) {
           for (bool with_state : {false, true}) {
             check_parity(
-                {Mode::kLSTM, layers, bidirectional, batch_first, bias,
-                 with_state, false, 0});
+                {Mode::kLSTM,
+                 layers,
+                 bidirectional,
+                 batch_first,
+                 bias,
+                 with_state,
+                 false,
+                 0});
           }
         }
       }
@@ -288,8 +297,14 @@ TEST_F(ModuleParity, LSTMWithProjection) {
         for (bool bias : {false, true}) {
           for (bool with_state : {false, true}) {
             check_parity(
-                {Mode::kLSTM, layers, bidirectional, batch_first, bias,
-                 with_state, false, 4});
+                {Mode::kLSTM,
+                 layers,
+                 bidirectional,
+                 batch_first,
+                 bias,
+                 with_state,
+                 false,
+                 4});
           }
         }
       }
@@ -304,8 +319,14 @@ TEST_F(ModuleParity, GRU) {
         for (bool bias : {false, true}) {
           for (bool with_state : {false, true}) {
             check_parity(
-                {Mode::kGRU, layers, bidirectional, batch_first, bias,
-                 with_state, false, 0});
+                {Mode::kGRU,
+                 layers,
+                 bidirectional,
+                 batch_first,
+                 bias,
+                 with_state,
+                 false,
+                 0});
           }
         }
       }
@@ -321,8 +342,14 @@ TEST_F(ModuleParity, RNNTanhAndReLU) {
           for (bool bias : {false, true}) {
             for (bool with_state : {false, true}) {
               check_parity(
-                  {mode, layers, bidirectional, batch_first, bias, with_state,
-                   false, 0});
+                  {mode,
+                   layers,
+                   bidirectional,
+                   batch_first,
+                   bias,
+                   with_state,
+                   false,
+                   0});
             }
           }
         }
@@ -337,8 +364,7 @@ TEST_F(ModuleParity, UnbatchedInput) {
       for (bool batch_first : {false, true}) {
         for (bool with_state : {false, true}) {
           check_parity(
-              {mode, 2, bidirectional, batch_first, true, with_state, true,
-               0});
+              {mode, 2, bidirectional, batch_first, true, with_state, true, 0});
         }
       }
     }

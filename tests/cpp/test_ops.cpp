@@ -307,8 +307,8 @@ void check_against_reference(const Problem& p) {
   const Tensor x = p.batch_first
       ? at::randn({batch, steps, input_size}, options)
       : at::randn({steps, batch, input_size}, options);
-  const Tensor h0 = at::randn(
-      {p.num_layers * num_directions, batch, real_hidden}, options);
+  const Tensor h0 =
+      at::randn({p.num_layers * num_directions, batch, real_hidden}, options);
   const Tensor c0 = is_lstm
       ? at::randn({p.num_layers * num_directions, batch, hidden_size}, options)
       : Tensor();
@@ -373,14 +373,14 @@ void check_against_reference(const Problem& p) {
   const Tensor grad_output = at::randn_like(output_ref);
   const Tensor grad_hy = at::randn_like(hy_ref);
   const Tensor grad_cy = is_lstm ? at::randn_like(cy_ref) : Tensor();
-  const auto loss = [&](const Tensor& output, const Tensor& hy,
-                        const Tensor& cy) {
-    Tensor total = (output * grad_output).sum() + (hy * grad_hy).sum();
-    if (is_lstm) {
-      total = total + (cy * grad_cy).sum();
-    }
-    return total;
-  };
+  const auto loss =
+      [&](const Tensor& output, const Tensor& hy, const Tensor& cy) {
+        Tensor total = (output * grad_output).sum() + (hy * grad_hy).sum();
+        if (is_lstm) {
+          total = total + (cy * grad_cy).sum();
+        }
+        return total;
+      };
   loss(output_op, hy_op, cy_op).backward();
   loss(output_ref, hy_ref, cy_ref).backward();
 
@@ -439,10 +439,21 @@ TEST(Functional, DoubleBackwardIsRefused) {
   EXPECT_TRUE(throws_matching(
       [&] {
         auto [output, hy, cy] = deeprnn::lstm(
-            x, std::nullopt, std::nullopt, params, true, 1, 0.0, true, false,
+            x,
+            std::nullopt,
+            std::nullopt,
+            params,
+            true,
+            1,
+            0.0,
+            true,
+            false,
             false);
         const auto grads = torch::autograd::grad(
-            {output.sum()}, {x}, {}, /*retain_graph=*/true,
+            {output.sum()},
+            {x},
+            {},
+            /*retain_graph=*/true,
             /*create_graph=*/true);
         torch::autograd::grad({grads[0].sum()}, {x});
       },
@@ -463,15 +474,29 @@ TEST(Functional, ErrorsNameTheOperatorAndArgument) {
   EXPECT_TRUE(throws_matching(
       [&] {
         deeprnn::gru(
-            x, at::randn({2, 2, 5}, options), params, true, 1, 0.0, false,
-            false, false);
+            x,
+            at::randn({2, 2, 5}, options),
+            params,
+            true,
+            1,
+            0.0,
+            false,
+            false,
+            false);
       },
       "deeprnn.gru.*hx"));
   EXPECT_TRUE(throws_matching(
       [&] {
         deeprnn::gru(
-            x.to(at::kFloat), std::nullopt, params, true, 1, 0.0, false,
-            false, false);
+            x.to(at::kFloat),
+            std::nullopt,
+            params,
+            true,
+            1,
+            0.0,
+            false,
+            false,
+            false);
       },
       "deeprnn.gru.*dtype"));
   EXPECT_TRUE(throws_matching(
