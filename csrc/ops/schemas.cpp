@@ -45,7 +45,10 @@ TORCH_LIBRARY(deeprnn, m) {
       "Tensor? grad_cy, bool has_biases, int num_layers, float dropout, "
       "bool train, bool bidirectional, bool batch_first, str mode, "
       "bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor[])");
-  // Elements of the reserve a training forward keeps (see common/layout.h).
+  // Whether the CPU kernels multiply by MKL-packed recurrent weights in this
+  // process (see cpu/packed_gemm.h); for tests and benchmarks.
+  m.def("_cpu_packed_gemm() -> bool");
+  // Elements of the reserve a training forward keeps (see common/config.h).
   m.def(
       "reserve_size(str mode, int seq_len, int batch, int input_size, "
       "int hidden_size, int proj_size, int num_layers, bool bidirectional, "

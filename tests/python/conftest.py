@@ -36,6 +36,13 @@ def _import_from_source_tree():
     return module
 
 
+# Test the library the build just made: the package's own copy (ops/ or
+# site-packages) is only refreshed by setup.sh / pip, so after a rebuild it
+# would silently test the previous code.
+_BUILT = REPO_ROOT / "build" / "libdeeprnn.so"
+if not os.environ.get("DEEPRNN_LIBRARY") and _BUILT.is_file():
+    os.environ["DEEPRNN_LIBRARY"] = str(_BUILT)
+
 try:
     import deeprnn  # noqa: F401
 except ModuleNotFoundError as error:
