@@ -269,14 +269,16 @@ void forward_layer(
   const Tensor bias_hn = cfg.mode == Mode::GRU
       ? recurrent_bias(cfg, cells, layer, opts)
       : Tensor(); // [D, H]
-  // W_hh^T contiguous, once per layer: small recurrent GEMMs run markedly
-  // faster in BLAS's NN form than on the transposed view.
+  // The recurrent GEMM's weight, prepared once for all T steps: packed by
+  // MKL where possible, else W_hh^T made contiguous (small GEMMs run
+  // markedly faster in BLAS's NN form than on the transposed view).
+  const auto packed_hh = packed_weights<scalar_t>(cfg, cells, layer, true);
   std::vector<Tensor> w_hh_t(D);
   for (const auto d : c10::irange(D)) {
-    w_hh_t[d] = cells[layer * D + d].w_hh.t().contiguous(); // [P, G*H]
+    if (!packed_hh[d].has_value()) {
+      w_hh_t[d] = cells[layer * D + d].w_hh.t().contiguous(); // [P, G*H]
+    }
   }
-  // Better still, W_hh packed once for all T steps (MKL, float).
-  const auto packed_hh = packed_weights<scalar_t>(cfg, cells, layer, true);
 
   // Per-layer scratch, reused by every step.
   Tensor recurrent = at::empty({D, B, G * H}, opts); // h_{t-1} W_hh^T
