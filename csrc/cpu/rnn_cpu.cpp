@@ -240,6 +240,10 @@ bool multiply_packed(
 // ---------------------------------------------------------------------------
 // Forward
 
+// Inference projects the input this many bytes of gates at a time (per
+// direction): about an L2 cache.
+constexpr int64_t kProjectionChunkBytes = int64_t{1} << 20;
+
 template <typename scalar_t>
 void forward_layer(
     const RNNConfig& cfg,
@@ -257,14 +261,46 @@ void forward_layer(
   const auto opts = layer_input.options();
   const bool relu = cfg.mode == Mode::RNN_RELU;
 
-  // Input projection of all steps and both directions (the cell kernels add
-  // the biases).
-  Tensor gates =
-      saved.gates.defined() ? saved.gates : at::empty({T, B, D * G * H}, opts);
-  Tensor gates_2d = gates.view({T * B, D * G * H});
-  const Tensor x_2d = layer_input.view({T * B, layer_input.size(2)});
-  const Tensor w_ih = stacked_input_weights(cfg, cells, layer);
-  at::cpu::mm_out(gates_2d, x_2d, w_ih.t());
+  // The input projection x W_ih^T (the cell kernels add the biases).
+  // Training keeps the gates of every step for backward, so it projects all
+  // steps and both directions in one GEMM, straight into the reserve.
+  // Inference projects a chunk of steps at a time into a small buffer that
+  // stays in cache, instead of writing (and page-faulting) a [T, B, D*G*H]
+  // array that is read once.
+  const bool whole_sequence = saved.gates.defined();
+  const int64_t chunk_steps = whole_sequence
+      ? T
+      : std::clamp<int64_t>(
+            kProjectionChunkBytes /
+                std::max<int64_t>(B * G * H * sizeof(scalar_t), 1),
+            1,
+            T);
+  Tensor gates = whole_sequence ? saved.gates // [T, B, D*G*H]
+                                : at::empty({D, chunk_steps * B, G * H}, opts);
+  if (whole_sequence) {
+    Tensor gates_2d = gates.view({T * B, D * G * H});
+    at::cpu::mm_out(
+        gates_2d,
+        layer_input.view({T * B, layer_input.size(2)}),
+        stacked_input_weights(cfg, cells, layer).t());
+  }
+  // First time step of direction d's chunk `chunk` (the reverse direction
+  // walks the chunks from the end).
+  auto chunk_start = [&](int64_t chunk, int64_t d) {
+    const int64_t end = std::min(T, (chunk + 1) * chunk_steps);
+    return d == 0 ? chunk * chunk_steps : T - end;
+  };
+  auto project_chunk = [&](int64_t chunk, int64_t d) {
+    const int64_t start = chunk_start(chunk, d);
+    const int64_t steps =
+        std::min(T, (chunk + 1) * chunk_steps) - chunk * chunk_steps;
+    Tensor out = gates.select(0, d).narrow(0, 0, steps * B);
+    at::cpu::mm_out(
+        out,
+        layer_input.narrow(0, start, steps)
+            .reshape({steps * B, layer_input.size(2)}),
+        cells[layer * D + d].w_ih.t());
+  };
   const Tensor bias_x = input_bias(cfg, cells, layer, opts); // [D, G*H]
   const Tensor bias_hn = cfg.mode == Mode::GRU
       ? recurrent_bias(cfg, cells, layer, opts)
@@ -294,8 +330,18 @@ void forward_layer(
 
   scalar_t* gates_ptr = gates.data_ptr<scalar_t>();
   scalar_t* y_ptr = y.data_ptr<scalar_t>();
-  const int64_t gate_row = D * G * H; // row strides of the [T, B, *] buffers
-  const int64_t y_row = D * P;
+  const int64_t y_row = D * P; // row stride of y
+  // Rows of direction d's gates at time t (in the chunk that holds t).
+  auto gate_rows = [&](int64_t t, int64_t d) {
+    if (whole_sequence) {
+      return cpu::Rows<scalar_t>{
+          gates_ptr + (t * B) * D * G * H + d * G * H, D * G * H};
+    }
+    const int64_t step = d == 0 ? t : T - 1 - t;
+    const int64_t offset = t - chunk_start(step / chunk_steps, d);
+    return cpu::Rows<scalar_t>{
+        gates_ptr + (d * chunk_steps + offset) * B * G * H, G * H};
+  };
 
   auto direction_step = [&](int64_t step, int64_t d) {
     const CellParams& p = cells[layer * D + d];
@@ -309,8 +355,7 @@ void forward_layer(
     }
 
     const scalar_t* bias_x_d = bias_x.data_ptr<scalar_t>() + d * G * H;
-    cpu::Rows<scalar_t> step_gates{
-        gates_ptr + (t * B) * gate_row + d * G * H, gate_row};
+    const cpu::Rows<scalar_t> step_gates = gate_rows(t, d);
     cpu::Rows<const scalar_t> step_recurrent{
         recurrent_d.data_ptr<scalar_t>(), G * H};
     cpu::Rows<scalar_t> h_out{y_ptr + (t * B) * y_row + d * P, y_row};
@@ -406,7 +451,12 @@ void forward_layer(
     }
   };
   for (const auto step : c10::irange(T)) {
-    for_each_direction(D, [&](int64_t d) { direction_step(step, d); });
+    for_each_direction(D, [&](int64_t d) {
+      if (!whole_sequence && step % chunk_steps == 0) {
+        project_chunk(step / chunk_steps, d);
+      }
+      direction_step(step, d);
+    });
   }
 }
 

@@ -203,3 +203,28 @@ def test_parity_with_torch_nn_on_threaded_shapes(mode, bidirectional, dtype):
         # cancellation; torch.nn and deeprnn round them differently.
         tolerances = (dict(rtol=1e-5, atol=1e-5), dict(rtol=1e-3, atol=1e-4))
     _compare(reference, ours, mode, x, h0, c0, dtype, tolerances)
+
+
+# Inference (no gradient) takes its own path: no reserve, and the input
+# projection done a chunk of steps at a time (about 1 MiB of gates per
+# chunk). These shapes give several chunks and a partial last one, both
+# directions.
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 300])
+def test_inference_parity_with_torch_nn(mode, bidirectional, dtype, batch):
+    torch.manual_seed(99)
+    proj = 24 if mode == "LSTM" else 0
+    reference, ours = make_pair(
+        mode, dtype=dtype, input_size=9, hidden_size=64, num_layers=2,
+        bidirectional=bidirectional, proj_size=proj)
+    seq_len = 1500 if batch == 1 else 20
+    x = torch.randn(seq_len, batch, 9, dtype=dtype)
+    h0, c0 = random_states(mode, batch, 2, bidirectional, 64, proj, dtype)
+    forward_tol, _ = TOLERANCES[dtype]
+    with torch.no_grad():
+        expected = call(reference, mode, x, h0, c0)
+        got = call(ours, mode, x, h0, c0)
+    for name, g, e in zip(["output", "hy", "cy"], got, expected):
+        torch.testing.assert_close(g, e, **forward_tol, msg=lambda m: f"{name}: {m}")
