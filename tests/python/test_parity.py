@@ -11,7 +11,14 @@ import itertools
 import pytest
 import torch
 
-from deeprnn_test_utils import MODES, call, make_pair, norm_ratio, random_states
+from deeprnn_test_utils import (
+    MODES,
+    call,
+    make_pair,
+    module_kwargs,
+    norm_ratio,
+    random_states,
+)
 
 SEQ_LEN, BATCH, INPUT_SIZE, HIDDEN_SIZE, PROJ_SIZE = 5, 3, 4, 6, 3
 
@@ -139,18 +146,20 @@ def test_unbatched_input(mode, batch_first, with_state):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_bfloat16_against_float64_reference(mode):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_types_against_float64_reference(mode, dtype):
+    # Half types compute in float inside the cells and round on store.
     torch.manual_seed(7)
     proj = PROJ_SIZE if mode == "LSTM" else 0
     kwargs = dict(
         input_size=8, hidden_size=16, num_layers=2, bidirectional=True, proj_size=proj
     )
     reference, ours = make_pair(mode, dtype=torch.float64, **kwargs)
-    ours = ours.to(torch.bfloat16)
+    ours = ours.to(dtype)
     # The reference uses exactly the bfloat16 weights and input, in float64.
     reference.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
-    x = torch.randn(7, 4, 8, dtype=torch.bfloat16)
-    h0, c0 = random_states(mode, 4, 2, True, 16, proj, torch.bfloat16)
+    x = torch.randn(7, 4, 8, dtype=dtype)
+    h0, c0 = random_states(mode, 4, 2, True, 16, proj, dtype)
 
     x_our = x.clone().requires_grad_()
     x_ref = x.double().requires_grad_()
@@ -159,24 +168,37 @@ def test_bfloat16_against_float64_reference(mode):
         reference, mode, x_ref, h0.double(), c0.double() if c0 is not None else None
     )
     for name, got, expected in zip(["output", "hy", "cy"], results_our, results_ref):
-        assert got.dtype == torch.bfloat16
+        assert got.dtype == dtype
         assert norm_ratio(got, expected) < 1e-2, name
 
     grads = [torch.randn_like(r) for r in results_ref]
     params_our = list(ours.parameters())
     params_ref = list(reference.parameters())
-    got = torch.autograd.grad(results_our, [x_our] + params_our, [g.bfloat16() for g in grads])
+    got = torch.autograd.grad(results_our, [x_our] + params_our, [g.to(dtype) for g in grads])
     expected = torch.autograd.grad(
-        results_ref, [x_ref] + params_ref, [g.bfloat16().double() for g in grads]
+        results_ref, [x_ref] + params_ref, [g.to(dtype).double() for g in grads]
     )
     names = ["input"] + [n for n, _ in ours.named_parameters()]
-    # A bfloat16 rounding can move a ReLU pre-activation across zero, which
-    # switches that unit's whole gradient on or off: torch.nn's own bfloat16
-    # RNN_RELU is ~6% off its float64 gradient here. Smooth cells stay < 1%.
-    grad_bound = 1e-1 if mode == "RNN_RELU" else 1e-2
-    for name, g, e in zip(names, got, expected):
-        assert g.dtype == torch.bfloat16
-        assert norm_ratio(g, e) < grad_bound, f"grad of {name}"
+    # A low-precision rounding can move a ReLU pre-activation across zero,
+    # which switches that unit's whole gradient on or off, so RNN_RELU's
+    # gradient error depends on the draw and on rounding order: there it is
+    # held to twice torch.nn's worst gradient error in the same dtype (or
+    # 1e-2). Smooth cells stay < 1e-2.
+    bounds = [1e-2] * len(names)
+    if mode == "RNN_RELU":
+        low_reference = torch.nn.RNN(
+            **module_kwargs(mode, **kwargs), dtype=dtype)
+        low_reference.load_state_dict(ours.state_dict())
+        x_low = x.clone().requires_grad_()
+        results_low = call(low_reference, mode, x_low, h0, c0)
+        torch_got = torch.autograd.grad(
+            results_low, [x_low] + list(low_reference.parameters()),
+            [g.to(dtype) for g in grads])
+        torch_worst = max(norm_ratio(t, e) for t, e in zip(torch_got, expected))
+        bounds = [max(1e-2, 2 * torch_worst)] * len(names)
+    for name, g, e, bound in zip(names, got, expected, bounds):
+        assert g.dtype == dtype
+        assert norm_ratio(g, e) < bound, f"grad of {name}"
 
 
 # Shapes large enough that the CPU cell kernels split the batch across
