@@ -9,8 +9,8 @@
 // only sees time-major tensors and its outputs are never views.
 
 #include "common/config.h"
+#include "ops/dispatch.h"
 
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
@@ -28,77 +28,7 @@ bool present(const std::optional<Tensor>& t) {
   return t.has_value() && t->defined();
 }
 
-using ForwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor>;
 using BackwardResult = std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>>;
-
-ForwardResult call_forward(
-    const Tensor& input,
-    const std::optional<Tensor>& hx,
-    const std::optional<Tensor>& cx,
-    at::TensorList params,
-    bool has_biases,
-    int64_t num_layers,
-    double dropout,
-    bool train,
-    bool bidirectional,
-    bool batch_first,
-    c10::string_view mode,
-    bool need_reserve) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("deeprnn::_rnn_forward", "")
-                       .typed<ForwardResult(
-                           const Tensor&,
-                           const std::optional<Tensor>&,
-                           const std::optional<Tensor>&,
-                           at::TensorList,
-                           bool,
-                           int64_t,
-                           double,
-                           bool,
-                           bool,
-                           bool,
-                           c10::string_view,
-                           bool)>();
-  return op.call(
-      input,
-      hx,
-      cx,
-      params,
-      has_biases,
-      num_layers,
-      dropout,
-      train,
-      bidirectional,
-      batch_first,
-      mode,
-      need_reserve);
-}
-
-using BackwardSignature = BackwardResult(
-    const Tensor&,
-    const std::optional<Tensor>&,
-    const std::optional<Tensor>&,
-    at::TensorList,
-    const Tensor&,
-    const Tensor&,
-    const std::optional<Tensor>&,
-    const std::optional<Tensor>&,
-    const std::optional<Tensor>&,
-    bool,
-    int64_t,
-    double,
-    bool,
-    bool,
-    bool,
-    c10::string_view,
-    std::array<bool, 4>);
-
-c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("deeprnn::_rnn_backward", "")
-                       .typed<BackwardSignature>();
-  return op;
-}
 
 // Arguments of RNNFunction::forward after the tensors; backward returns one
 // (undefined) gradient for each.
@@ -120,7 +50,7 @@ class RNNFunction : public torch::autograd::Function<RNNFunction> {
       bool bidirectional,
       const std::string& mode) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [output, hy, cy, reserve] = call_forward(
+    auto [output, hy, cy, reserve] = ops::rnn_forward(
         input,
         hx,
         cx,
@@ -189,7 +119,7 @@ class RNNFunction : public torch::autograd::Function<RNNFunction> {
     if (!grad_output && !grad_hy && !grad_cy) {
       return grads;
     }
-    auto [grad_input, grad_hx, grad_cx, grad_params] = backward_op().call(
+    auto [grad_input, grad_hx, grad_cx, grad_params] = ops::rnn_backward(
         input,
         given(saved[1]),
         given(saved[2]),
@@ -245,7 +175,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_autograd(
   }
   if (!(torch::autograd::GradMode::is_enabled() && any_requires_grad)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [output, hy, cy, reserve] = call_forward(
+    auto [output, hy, cy, reserve] = ops::rnn_forward(
         input,
         hx,
         cx,
@@ -350,7 +280,7 @@ BackwardResult rnn_backward_autograd(
     std::array<bool, 4> output_mask) {
   BackwardResult result = [&] {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return backward_op().call(
+    return ops::rnn_backward(
         input,
         hx,
         cx,

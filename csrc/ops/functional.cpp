@@ -5,6 +5,7 @@
 #include <deeprnn/ops.h>
 
 #include "common/config.h"
+#include "ops/dispatch.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
@@ -13,48 +14,6 @@ namespace deeprnn {
 namespace {
 
 using at::Tensor;
-
-std::tuple<Tensor, Tensor, Tensor, Tensor> call_rnn_forward(
-    const Tensor& input,
-    const std::optional<Tensor>& hx,
-    const std::optional<Tensor>& cx,
-    at::TensorList params,
-    bool has_biases,
-    int64_t num_layers,
-    double dropout,
-    bool train,
-    bool bidirectional,
-    bool batch_first,
-    c10::string_view mode) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("deeprnn::_rnn_forward", "")
-                       .typed<std::tuple<Tensor, Tensor, Tensor, Tensor>(
-                           const Tensor&,
-                           const std::optional<Tensor>&,
-                           const std::optional<Tensor>&,
-                           at::TensorList,
-                           bool,
-                           int64_t,
-                           double,
-                           bool,
-                           bool,
-                           bool,
-                           c10::string_view,
-                           bool)>();
-  return op.call(
-      input,
-      hx,
-      cx,
-      params,
-      has_biases,
-      num_layers,
-      dropout,
-      train,
-      bidirectional,
-      batch_first,
-      mode,
-      /*need_reserve=*/false);
-}
 
 std::tuple<Tensor, Tensor, Tensor> lstm_no_grad(
     const Tensor& input,
@@ -67,7 +26,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_no_grad(
     bool train,
     bool bidirectional,
     bool batch_first) {
-  auto out = call_rnn_forward(
+  auto out = ops::rnn_forward(
       input,
       hx,
       cx,
@@ -78,7 +37,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_no_grad(
       train,
       bidirectional,
       batch_first,
-      "lstm");
+      "lstm",
+      /*need_reserve=*/false);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
@@ -93,7 +53,7 @@ std::tuple<Tensor, Tensor> simple_no_grad(
     bool train,
     bool bidirectional,
     bool batch_first) {
-  auto out = call_rnn_forward(
+  auto out = ops::rnn_forward(
       input,
       hx,
       std::nullopt,
@@ -104,7 +64,8 @@ std::tuple<Tensor, Tensor> simple_no_grad(
       train,
       bidirectional,
       batch_first,
-      mode_name(kMode));
+      mode_name(kMode),
+      /*need_reserve=*/false);
   return {std::get<0>(out), std::get<1>(out)};
 }
 
@@ -302,6 +263,82 @@ int64_t reserve_size(
   }
   return total;
 }
+
+namespace ops {
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward(
+    const Tensor& input,
+    const std::optional<Tensor>& hx,
+    const std::optional<Tensor>& cx,
+    at::TensorList params,
+    bool has_biases,
+    int64_t num_layers,
+    double dropout,
+    bool train,
+    bool bidirectional,
+    bool batch_first,
+    c10::string_view mode,
+    bool need_reserve) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("deeprnn::_rnn_forward", "")
+                       .typed<decltype(rnn_forward)>();
+  return op.call(
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first,
+      mode,
+      need_reserve);
+}
+
+std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward(
+    const Tensor& input,
+    const std::optional<Tensor>& hx,
+    const std::optional<Tensor>& cx,
+    at::TensorList params,
+    const Tensor& output,
+    const Tensor& reserve,
+    const std::optional<Tensor>& grad_output,
+    const std::optional<Tensor>& grad_hy,
+    const std::optional<Tensor>& grad_cy,
+    bool has_biases,
+    int64_t num_layers,
+    double dropout,
+    bool train,
+    bool bidirectional,
+    bool batch_first,
+    c10::string_view mode,
+    std::array<bool, 4> output_mask) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("deeprnn::_rnn_backward", "")
+                       .typed<decltype(rnn_backward)>();
+  return op.call(
+      input,
+      hx,
+      cx,
+      params,
+      output,
+      reserve,
+      grad_output,
+      grad_hy,
+      grad_cy,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first,
+      mode,
+      output_mask);
+}
+
+} // namespace ops
 
 namespace detail {
 int64_t link_anchor() {
