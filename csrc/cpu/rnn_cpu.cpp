@@ -1,12 +1,16 @@
 // CPU kernels of deeprnn::_rnn_forward and deeprnn::_rnn_backward.
 //
 // Driver shape (DESIGN.md §3): layers outside, time inside, both directions
-// per step. Per layer, ONE GEMM projects the input of every step for both
-// directions; the time loop only does the recurrent product h W_hh^T per
-// direction and one fused pointwise kernel that writes h_t straight into the
-// layer output. Backward keeps only dh_{t-1} = dG_t W_hh in the loop; the
-// weight gradients are GEMMs over all steps after it. Buffers are allocated
-// per layer, never inside the time loop (the loop only takes views).
+// per step. In training, ONE GEMM per layer projects the input of every step
+// for both directions, straight into the reserve; inference projects a chunk
+// of steps per direction at a time into a cache-sized buffer. The time loop
+// only does the recurrent product h W_hh^T per direction (W_hh packed once
+// per layer where MKL allows) and one fused pointwise kernel that adds the
+// biases and writes h_t straight into the layer output; with two directions
+// and two or more threads, the directions of a step run on separate threads.
+// Backward keeps only dh_{t-1} = dG_t W_hh in the loop; the weight gradients
+// are GEMMs over all steps after it. Buffers are allocated per layer, never
+// inside the time loop (the loop only takes views).
 
 #include "common/config.h"
 #include "cpu/cell_kernels.h"
