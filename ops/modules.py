@@ -34,6 +34,20 @@ def _packed_sequence_error(name: str) -> TypeError:
     )
 
 
+def _reject_extra_kwargs(name: str, kwargs) -> None:
+    # RNN and GRU take no proj_size; torch.nn says so with a ValueError, and
+    # any other unknown keyword is a TypeError, as for any Python function.
+    if "proj_size" in kwargs:
+        raise ValueError(
+            "proj_size argument is only supported for LSTM, not RNN or GRU"
+        )
+    if kwargs:
+        raise TypeError(
+            f"{name}.__init__() got an unexpected keyword argument "
+            f"'{next(iter(kwargs))}'"
+        )
+
+
 class _RNNBase(torch.nn.Module):
     """What RNN, GRU and LSTM share: arguments, parameters and checks.
 
@@ -446,15 +460,7 @@ class RNN(_RNNBase):
         dtype=None,
         **kwargs,
     ) -> None:
-        if "proj_size" in kwargs:
-            raise ValueError(
-                "proj_size argument is only supported for LSTM, not RNN or GRU"
-            )
-        if kwargs:
-            raise TypeError(
-                f"RNN.__init__() got an unexpected keyword argument "
-                f"'{next(iter(kwargs))}'"
-            )
+        _reject_extra_kwargs("RNN", kwargs)
         if nonlinearity == "tanh":
             mode = "RNN_TANH"
         elif nonlinearity == "relu":
@@ -517,15 +523,7 @@ class GRU(_RNNBase):
         dtype=None,
         **kwargs,
     ) -> None:
-        if "proj_size" in kwargs:
-            raise ValueError(
-                "proj_size argument is only supported for LSTM, not RNN or GRU"
-            )
-        if kwargs:
-            raise TypeError(
-                f"GRU.__init__() got an unexpected keyword argument "
-                f"'{next(iter(kwargs))}'"
-            )
+        _reject_extra_kwargs("GRU", kwargs)
         super().__init__(
             "GRU",
             input_size,

@@ -574,10 +574,10 @@ void backward_layer(
   Tensor dgates_x = at::empty({T, B, D * G * H}, opts);
   Tensor dgates_h = gru ? at::empty({T, B, D * G * H}, opts) : dgates_x;
   // Gradient flowing from step t+1 into h_t (and c_t), per direction.
-  Tensor dh_carry =
-      dhy.narrow(0, layer * D, D).contiguous().clone(); // [D, B, P]
-  Tensor dc_carry = lstm ? dcy.narrow(0, layer * D, D).contiguous().clone()
-                         : Tensor(); // [D, B, H]
+  // (dhy, dcy are contiguous, so these row blocks clone contiguous.)
+  Tensor dh_carry = dhy.narrow(0, layer * D, D).clone(); // [D, B, P]
+  Tensor dc_carry =
+      lstm ? dcy.narrow(0, layer * D, D).clone() : Tensor(); // [D, B, H]
   // With projection: the full gradient of each projected h_t (for dW_hr),
   // and the gradient of o * tanh(c_t) of the current step.
   Tensor dh_total = cfg.has_proj ? at::empty({T, B, D * P}, opts) : Tensor();
