@@ -7,7 +7,9 @@
 namespace deeprnn {
 namespace {
 
-std::string shape_str(c10::IntArrayRef sizes) {
+// Sizes may be symbolic (fake tensors under torch.compile and torch.export);
+// a SymInt prints as its value or its symbol.
+std::string shape_str(c10::SymIntArrayRef sizes) {
   std::ostringstream out;
   out << "(";
   for (const auto i : c10::irange(sizes.size())) {
@@ -37,6 +39,7 @@ const char* dtype_str(at::ScalarType type) {
 
 void check_state(
     const RNNConfig& cfg,
+    const c10::SymInt& batch,
     const at::Tensor& input,
     const std::optional<at::Tensor>& state,
     const char* name,
@@ -45,10 +48,10 @@ void check_state(
   if (!state.has_value() || !state->defined()) {
     return;
   }
-  const std::vector<int64_t> expected = {
-      cfg.num_layers * cfg.num_directions, cfg.batch, width};
+  const std::vector<c10::SymInt> expected = {
+      c10::SymInt(cfg.num_layers * cfg.num_directions), batch, width};
   TORCH_CHECK(
-      state->sizes() == c10::IntArrayRef(expected),
+      state->sym_sizes() == c10::SymIntArrayRef(expected),
       cfg.op_name,
       ": ",
       name,
@@ -57,7 +60,7 @@ void check_state(
       " = (num_layers*num_directions, batch, ",
       width_name,
       "), got ",
-      shape_str(state->sizes()));
+      shape_str(state->sym_sizes()));
   TORCH_CHECK(
       state->scalar_type() == input.scalar_type(),
       cfg.op_name,
@@ -76,6 +79,12 @@ void check_state(
       input.device(),
       "), got ",
       state->device());
+}
+
+// A size that must be a plain number (a weight's size): specialised when
+// symbolic.
+int64_t concrete(const c10::SymInt& size) {
+  return size.guard_int(__FILE__, __LINE__);
 }
 
 } // namespace
@@ -140,7 +149,7 @@ std::string param_name(const RNNConfig& cfg, int64_t index) {
   return out.str();
 }
 
-RNNConfig check_rnn_args(
+SymbolicRNNConfig check_rnn_args_symbolic(
     Mode mode,
     const at::Tensor& input,
     const std::optional<at::Tensor>& hx,
@@ -152,7 +161,8 @@ RNNConfig check_rnn_args(
     bool train,
     bool bidirectional,
     bool batch_first) {
-  RNNConfig cfg;
+  SymbolicRNNConfig checked;
+  RNNConfig& cfg = checked.cfg;
   cfg.mode = mode;
   cfg.op_name = std::string("deeprnn.") + mode_name(mode);
   const std::string& op = cfg.op_name;
@@ -182,7 +192,7 @@ RNNConfig check_rnn_args(
       ", got a ",
       input.dim(),
       "-D tensor of shape ",
-      shape_str(input.sizes()));
+      shape_str(input.sym_sizes()));
   const auto dtype = input.scalar_type();
   TORCH_CHECK(
       dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 ||
@@ -191,14 +201,14 @@ RNNConfig check_rnn_args(
       ": input must be a floating point tensor (float, double, bfloat16 or "
       "half), got ",
       dtype_str(dtype));
-  cfg.seq_len = input.size(batch_first ? 1 : 0);
-  cfg.batch = input.size(batch_first ? 0 : 1);
+  checked.seq_len = input.sym_size(batch_first ? 1 : 0);
+  checked.batch = input.sym_size(batch_first ? 0 : 1);
   TORCH_CHECK(
-      cfg.seq_len >= 1,
+      checked.seq_len >= 1,
       op,
       ": input must have at least one time step, got seq_len 0 (input "
       "shape ",
-      shape_str(input.sizes()),
+      shape_str(input.sym_sizes()),
       ")");
 
   // Parameters: count, then the first layer tells the sizes, then every
@@ -234,28 +244,39 @@ RNNConfig check_rnn_args(
         param_name(cfg, i),
         ") is undefined");
   }
+  // The weights fix the layer's sizes; where they are symbolic, the sizes are
+  // specialised to their values (a recompile per hidden size, as for any
+  // weight shape).
   const at::Tensor& w_ih0 = params[0];
   TORCH_CHECK(
-      w_ih0.dim() == 2 && w_ih0.size(0) % cfg.gates == 0 && w_ih0.size(0) > 0,
+      w_ih0.dim() == 2,
       op,
       ": parameter 0 (weight_ih_l0) must be a 2-D tensor of shape (",
       cfg.gates,
       "*hidden_size, input_size), got ",
-      shape_str(w_ih0.sizes()));
-  cfg.hidden_size = w_ih0.size(0) / cfg.gates;
-  cfg.input_size = w_ih0.size(1);
+      shape_str(w_ih0.sym_sizes()));
+  const int64_t gate_rows = concrete(w_ih0.sym_size(0));
+  TORCH_CHECK(
+      gate_rows % cfg.gates == 0 && gate_rows > 0,
+      op,
+      ": parameter 0 (weight_ih_l0) must be a 2-D tensor of shape (",
+      cfg.gates,
+      "*hidden_size, input_size), got ",
+      shape_str(w_ih0.sym_sizes()));
+  cfg.hidden_size = gate_rows / cfg.gates;
+  cfg.input_size = concrete(w_ih0.sym_size(1));
   if (cfg.has_proj) {
     const at::Tensor& w_hr0 = params[cfg.params_per_direction - 1];
     TORCH_CHECK(
-        w_hr0.dim() == 2 && w_hr0.size(1) == cfg.hidden_size,
+        w_hr0.dim() == 2 && w_hr0.sym_size(1) == cfg.hidden_size,
         op,
         ": parameter ",
         cfg.params_per_direction - 1,
         " (weight_hr_l0) must be a 2-D tensor of shape (proj_size, ",
         cfg.hidden_size,
         "), got ",
-        shape_str(w_hr0.sizes()));
-    cfg.proj_size = w_hr0.size(0);
+        shape_str(w_hr0.sym_sizes()));
+    cfg.proj_size = concrete(w_hr0.sym_size(0));
     TORCH_CHECK(
         cfg.proj_size >= 1 && cfg.proj_size < cfg.hidden_size,
         op,
@@ -267,12 +288,12 @@ RNNConfig check_rnn_args(
     cfg.proj_size = cfg.hidden_size;
   }
   TORCH_CHECK(
-      input.size(2) == cfg.input_size,
+      input.sym_size(2) == cfg.input_size,
       op,
       ": input.size(-1) must be equal to input_size ",
       cfg.input_size,
       " (the width of weight_ih_l0), got ",
-      input.size(2));
+      input.sym_size(2));
 
   const int64_t gh = cfg.gates * cfg.hidden_size;
   for (const auto i : c10::irange(count)) {
@@ -281,7 +302,7 @@ RNNConfig check_rnn_args(
     if (!has_biases && slot >= 2) {
       slot += 2;
     }
-    std::vector<int64_t> expected;
+    std::vector<c10::SymInt> expected;
     switch (slot) {
       case 0:
         expected = {gh, cfg.layer_input_size(layer)};
@@ -299,7 +320,7 @@ RNNConfig check_rnn_args(
     }
     const at::Tensor& p = params[i];
     TORCH_CHECK(
-        p.sizes() == c10::IntArrayRef(expected),
+        p.sym_sizes() == c10::SymIntArrayRef(expected),
         op,
         ": parameter ",
         i,
@@ -308,7 +329,7 @@ RNNConfig check_rnn_args(
         ") must have shape ",
         shape_str(expected),
         ", got ",
-        shape_str(p.sizes()));
+        shape_str(p.sym_sizes()));
     TORCH_CHECK(
         p.scalar_type() == dtype,
         op,
@@ -337,20 +358,51 @@ RNNConfig check_rnn_args(
 
   check_state(
       cfg,
+      checked.batch,
       input,
       hx,
       "hx",
       cfg.proj_size,
       cfg.has_proj ? "proj_size" : "hidden_size");
   if (mode == Mode::LSTM) {
-    check_state(cfg, input, cx, "cx", cfg.hidden_size, "hidden_size");
+    check_state(
+        cfg, checked.batch, input, cx, "cx", cfg.hidden_size, "hidden_size");
   } else {
     TORCH_CHECK(
         !(cx.has_value() && cx->defined()),
         op,
         ": cx is only used by LSTM, got a tensor");
   }
-  return cfg;
+  return checked;
+}
+
+RNNConfig check_rnn_args(
+    Mode mode,
+    const at::Tensor& input,
+    const std::optional<at::Tensor>& hx,
+    const std::optional<at::Tensor>& cx,
+    at::TensorList params,
+    bool has_biases,
+    int64_t num_layers,
+    double dropout,
+    bool train,
+    bool bidirectional,
+    bool batch_first) {
+  SymbolicRNNConfig checked = check_rnn_args_symbolic(
+      mode,
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first);
+  checked.cfg.seq_len = checked.seq_len.expect_int();
+  checked.cfg.batch = checked.batch.expect_int();
+  return std::move(checked.cfg);
 }
 
 ReserveLayout reserve_layer_layout(
@@ -374,13 +426,13 @@ ReserveLayout reserve_layer_layout(
   return layout;
 }
 
-int64_t reserve_numel(const RNNConfig& cfg) {
+int64_t reserve_numel_per_position(const RNNConfig& cfg) {
   int64_t total = 0;
   for (const auto layer : c10::irange(cfg.num_layers)) {
     total += reserve_layer_layout(
                  cfg.mode,
-                 cfg.seq_len,
-                 cfg.batch,
+                 /*seq_len=*/1,
+                 /*batch=*/1,
                  cfg.hidden_size,
                  cfg.proj_size,
                  cfg.has_proj,
@@ -390,6 +442,10 @@ int64_t reserve_numel(const RNNConfig& cfg) {
                  .size();
   }
   return total;
+}
+
+int64_t reserve_numel(const RNNConfig& cfg) {
+  return cfg.seq_len * cfg.batch * reserve_numel_per_position(cfg);
 }
 
 } // namespace deeprnn

@@ -6,6 +6,7 @@
 // autograd kernel) read the same picture.
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/SymInt.h>
 #include <c10/util/ArrayRef.h>
 #include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
@@ -69,6 +70,30 @@ RNNConfig check_rnn_args(
     bool bidirectional,
     bool batch_first);
 
+// The same checks on sizes that may be symbolic (fake tensors under
+// torch.compile and torch.export with dynamic shapes): T and B stay symbolic
+// in seq_len and batch (cfg.seq_len and cfg.batch are 0), every other size
+// is a number. The Meta kernels use this form, so no check specialises T or
+// B.
+struct SymbolicRNNConfig {
+  RNNConfig cfg;
+  c10::SymInt seq_len; // T
+  c10::SymInt batch; // B
+};
+
+SymbolicRNNConfig check_rnn_args_symbolic(
+    Mode mode,
+    const at::Tensor& input,
+    const std::optional<at::Tensor>& hx,
+    const std::optional<at::Tensor>& cx,
+    at::TensorList params,
+    bool has_biases,
+    int64_t num_layers,
+    double dropout,
+    bool train,
+    bool bidirectional,
+    bool batch_first);
+
 // torch.nn's name of flat parameter `index`, e.g. "weight_hh_l1_reverse".
 std::string param_name(const RNNConfig& cfg, int64_t index);
 
@@ -104,6 +129,9 @@ ReserveLayout reserve_layer_layout(
     bool is_last_layer,
     bool with_dropout);
 
+// Every block is T*B*(width), so the reserve is T*B times the elements one
+// (step, batch row) position needs; the Meta kernels multiply symbolically.
+int64_t reserve_numel_per_position(const RNNConfig& cfg);
 int64_t reserve_numel(const RNNConfig& cfg);
 
 } // namespace deeprnn

@@ -1,6 +1,7 @@
 // Meta (shape-only) kernels: the same checks as the real kernels, and
 // outputs with the sizes and strides the CPU and CUDA kernels produce, so
 // that fake tensors (torch.compile, torch.export) see exactly what runs.
+// Sizes stay symbolic: T and B may be dynamic without a recompile per value.
 
 #include "common/config.h"
 
@@ -14,11 +15,20 @@ using at::Tensor;
 
 // [T, B, W] time-major, seen as (B, T, W) with batch_first.
 Tensor sequence_like(
-    const RNNConfig& cfg,
+    const SymbolicRNNConfig& sym,
     int64_t width,
     const at::TensorOptions& opts) {
-  Tensor t = at::empty({cfg.seq_len, cfg.batch, width}, opts);
-  return cfg.batch_first ? t.transpose(0, 1) : t;
+  Tensor t = at::empty_symint({sym.seq_len, sym.batch, width}, opts);
+  return sym.cfg.batch_first ? t.transpose(0, 1) : t;
+}
+
+// [L*D, B, W]
+Tensor state_like(
+    const SymbolicRNNConfig& sym,
+    int64_t width,
+    const at::TensorOptions& opts) {
+  const int64_t LD = sym.cfg.num_layers * sym.cfg.num_directions;
+  return at::empty_symint({LD, sym.batch, width}, opts);
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_meta(
@@ -34,7 +44,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_meta(
     bool batch_first,
     c10::string_view mode,
     bool need_reserve) {
-  const RNNConfig cfg = check_rnn_args(
+  const SymbolicRNNConfig sym = check_rnn_args_symbolic(
       parse_mode(mode),
       input,
       hx,
@@ -46,14 +56,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_meta(
       train,
       bidirectional,
       batch_first);
+  const RNNConfig& cfg = sym.cfg;
   const auto opts = input.options();
-  const int64_t LD = cfg.num_layers * cfg.num_directions;
+  const c10::SymInt reserve_numel = need_reserve
+      ? sym.seq_len * sym.batch * reserve_numel_per_position(cfg)
+      : c10::SymInt(0);
   return {
-      sequence_like(cfg, cfg.num_directions * cfg.proj_size, opts),
-      at::empty({LD, cfg.batch, cfg.proj_size}, opts),
-      cfg.mode == Mode::LSTM ? at::empty({LD, cfg.batch, cfg.hidden_size}, opts)
+      sequence_like(sym, cfg.num_directions * cfg.proj_size, opts),
+      state_like(sym, cfg.proj_size, opts),
+      cfg.mode == Mode::LSTM ? state_like(sym, cfg.hidden_size, opts)
                              : at::empty({0}, opts),
-      at::empty({need_reserve ? reserve_numel(cfg) : 0}, opts)};
+      at::empty_symint({reserve_numel}, opts)};
 }
 
 std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_meta(
@@ -79,7 +92,7 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_meta(
   (void)grad_output;
   (void)grad_hy;
   (void)grad_cy;
-  const RNNConfig cfg = check_rnn_args(
+  const SymbolicRNNConfig sym = check_rnn_args_symbolic(
       parse_mode(mode),
       input,
       hx,
@@ -91,22 +104,22 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_meta(
       train,
       bidirectional,
       batch_first);
+  const RNNConfig& cfg = sym.cfg;
   const auto opts = input.options();
-  const int64_t LD = cfg.num_layers * cfg.num_directions;
   const bool has_hx = hx.has_value() && hx->defined();
   const bool has_cx = cx.has_value() && cx->defined();
-  Tensor grad_input = output_mask[0] ? sequence_like(cfg, cfg.input_size, opts)
+  Tensor grad_input = output_mask[0] ? sequence_like(sym, cfg.input_size, opts)
                                      : at::empty({0}, opts);
   Tensor grad_hx = output_mask[1] && has_hx
-      ? at::empty({LD, cfg.batch, cfg.proj_size}, opts)
+      ? state_like(sym, cfg.proj_size, opts)
       : at::empty({0}, opts);
   Tensor grad_cx = output_mask[2] && has_cx && cfg.mode == Mode::LSTM
-      ? at::empty({LD, cfg.batch, cfg.hidden_size}, opts)
+      ? state_like(sym, cfg.hidden_size, opts)
       : at::empty({0}, opts);
   std::vector<Tensor> grad_params;
   if (output_mask[3]) {
     for (const auto& p : params) {
-      grad_params.push_back(at::empty(p.sizes(), opts));
+      grad_params.push_back(at::empty_symint(p.sym_sizes(), opts));
     }
   }
   return {grad_input, grad_hx, grad_cx, grad_params};

@@ -1,4 +1,7 @@
-"""TorchScript (script, save, load) and torch.compile of the modules."""
+"""TorchScript (script, save, load) of the modules.
+
+torch.compile and torch.export are in test_compile_export.py.
+"""
 
 import os
 
@@ -123,21 +126,3 @@ def test_scripted_module_sees_load_state_dict():
     scripted.load_state_dict(other.state_dict())
     x = torch.randn(SEQ_LEN, BATCH, INPUT_SIZE, dtype=torch.float64)
     torch.testing.assert_close(scripted(x)[0], other(x)[0], rtol=1e-10, atol=1e-10)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_torch_compile_fullgraph(mode):
-    """Our modules compile into one graph (torch.nn's RNNs graph-break)."""
-    torch._dynamo.reset()
-    torch.manual_seed(44)
-    reference, ours = make_pair(mode, input_size=INPUT_SIZE, hidden_size=HIDDEN_SIZE,
-                                num_layers=2, bidirectional=True)
-    compiled = torch.compile(ours, backend="aot_eager", fullgraph=True)
-    x = torch.randn(SEQ_LEN, BATCH, INPUT_SIZE, dtype=torch.float64, requires_grad=True)
-    got = call(compiled, mode, x)
-    expected = call(ours, mode, x)
-    for g, e in zip(got, expected):
-        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
-    (grad_compiled,) = torch.autograd.grad(got[0].sum(), x)
-    (grad_eager,) = torch.autograd.grad(expected[0].sum(), x)
-    torch.testing.assert_close(grad_compiled, grad_eager, rtol=1e-12, atol=1e-12)
