@@ -99,6 +99,21 @@ def test_compile_dynamic_lengths_and_batches_compile_once(mode):
     assert compiles[0] >= 1 and compiles[1:] == [compiles[0]] * 3, compiles
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_compile_marked_dynamic_compiles_once(mode):
+    """mark_dynamic on B and T: exactly one compile, then every size fits."""
+    torch._dynamo.reset()
+    ours = _module(mode, "cpu", num_layers=2, bidirectional=True)
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(ours, backend=counter, fullgraph=True)
+    for steps, batch in [(5, 3), (9, 4), (17, 2)]:
+        x = torch.randn(steps, batch, INPUT_SIZE, dtype=torch.float64, requires_grad=True)
+        torch._dynamo.mark_dynamic(x, 0)
+        torch._dynamo.mark_dynamic(x, 1)
+        _assert_graphs_equal_eager(compiled, ours, mode, x, 1e-12)
+    assert counter.frame_count == 1, f"{counter.frame_count} compiles"
+
+
 def test_compile_automatic_dynamic_recompiles_once():
     """The default (automatic dynamic): one recompile, then every length fits."""
     torch._dynamo.reset()
@@ -191,3 +206,22 @@ def test_aoti_package_runs_in_python(tmp_path):
         x = torch.randn(batch, steps, INPUT_SIZE, dtype=torch.float64)
         with torch.no_grad():
             torch.testing.assert_close(runner(x), model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_compile_training_with_dropout_matches_eager_rng():
+    """Dropout masks come from torch's generator in the compiled graph too."""
+    torch._dynamo.reset()
+    ours = _module("LSTM", "cpu", num_layers=3, bidirectional=True, dropout=0.4)
+    compiled = torch.compile(ours, fullgraph=True)
+    x = torch.randn(6, 3, INPUT_SIZE, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(56)
+    got = call(compiled, "LSTM", x)
+    (grad_got,) = torch.autograd.grad(got[0].sum(), x)
+    torch.manual_seed(56)
+    expected = call(ours, "LSTM", x)
+    (grad_expected,) = torch.autograd.grad(expected[0].sum(), x)
+    for g, e in zip(got + [grad_got], expected + [grad_expected]):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+    # A second draw differs: the masks are not baked into the graph.
+    again = call(compiled, "LSTM", x)[0]
+    assert not torch.equal(again, got[0])
