@@ -4,7 +4,8 @@ torch.nn's RNNs break the graph under torch.compile; ours must compile with
 ``fullgraph=True``, match eager in outputs and gradients, and take new
 sequence lengths and batch sizes without a recompile per value (the Meta
 kernels keep T and B symbolic). torch.export must give a program that runs at
-other sizes and matches eager; AOTInductor packages it.
+other sizes and matches eager (AOTInductor packages are tested, from Python
+and from C++, in test_deploy.py).
 """
 
 import pytest
@@ -192,20 +193,6 @@ def test_export_each_mode_with_initial_state(mode):
         expected = torch.utils._pytree.tree_leaves(ours(x, state))
         for g, e in zip(got, expected):
             torch.testing.assert_close(g, e, rtol=0, atol=0)
-
-
-def test_aoti_package_runs_in_python(tmp_path):
-    """AOTInductor compiles the exported program; the package calls our op."""
-    torch.manual_seed(55)
-    model = Tagger().eval()
-    program = _export_tagger(model)
-    path = torch._inductor.aoti_compile_and_package(
-        program, package_path=str(tmp_path / "tagger.pt2"))
-    runner = torch._inductor.aoti_load_package(path)
-    for batch, steps in [(3, 5), (5, 12)]:
-        x = torch.randn(batch, steps, INPUT_SIZE, dtype=torch.float64)
-        with torch.no_grad():
-            torch.testing.assert_close(runner(x), model(x), rtol=1e-12, atol=1e-12)
 
 
 def test_compile_training_with_dropout_matches_eager_rng():
