@@ -1,20 +1,46 @@
 """The README's examples are real files, quoted verbatim, and they run.
 
 The C++ example (examples/cpp/lstm_example.cpp) is built by CMake and run by
-ctest (examples.lstm_example); here we check that the README quotes it.
+ctest (examples.lstm_example); the consumer project (tests/consumer) is built
+against the installed package by test_deploy.py; here we check that the
+README quotes them, and run every Python example.
 """
 
 import os
+import pathlib
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-EXAMPLES = ["examples/python/lstm_example.py", "examples/cpp/lstm_example.cpp"]
+# Each Python example, with lines its output must contain.
+PYTHON_EXAMPLES = {
+    "examples/python/lstm_example.py": [
+        "output (5, 3, 40)",
+        "h_n (4, 3, 20) c_n (4, 3, 20)",
+        "match torch.nn.LSTM",
+    ],
+    "examples/python/torchscript_example.py": ["saved tagger.pt and inputs.pt"],
+    "examples/python/aoti_example.py": ["packaged tagger.pt2 - runs at other sizes: (3, 50, 5)"],
+    "examples/python/compile_export_example.py": [
+        "compiled graphs: 1",
+        "exported program matches eager: (3, 50, 5)",
+    ],
+    "examples/python/autocast_example.py": [
+        "output torch.bfloat16 (5, 3, 40)",
+        "weight_ih_l0.grad torch.float32",
+    ],
+    "examples/python/ddp_example.py": [
+        "rank 0: step 3 loss",
+        "parameters identical on both ranks: True",
+    ],
+}
+EXAMPLES = [*PYTHON_EXAMPLES, "examples/cpp/lstm_example.cpp", "tests/consumer/CMakeLists.txt"]
 
 
 def quoted_examples():
@@ -37,18 +63,48 @@ def test_readme_quotes_example_verbatim(path):
     )
 
 
-def test_python_example_runs():
+def run_example(path, cwd):
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples/python/lstm_example.py")],
-        cwd=ROOT / "examples",
+    return subprocess.run(
+        [sys.executable, str(ROOT / path)],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+# The README's shell lines: deeprnn-run on what an example saved.
+CLI_EXAMPLES = {
+    "examples/python/torchscript_example.py": ("tagger.pt", "output: Tensor float32 [2, 7, 5]"),
+    "examples/python/aoti_example.py": ("tagger.pt2", "output[0]: Tensor float32 [3, 50, 5]"),
+}
+
+
+@pytest.mark.parametrize("path", [p for p in PYTHON_EXAMPLES if p not in CLI_EXAMPLES])
+def test_python_example_runs(path, tmp_path):
+    result = run_example(path, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "output (5, 3, 40)" in result.stdout
-    assert "h_n (4, 3, 20) c_n (4, 3, 20)" in result.stdout
-    assert "match torch.nn.LSTM" in result.stdout
+    for line in PYTHON_EXAMPLES[path]:
+        assert line in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("path", list(CLI_EXAMPLES))
+def test_example_model_runs_in_deeprnn_run(path, tmp_path):
+    result = run_example(path, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in PYTHON_EXAMPLES[path]:
+        assert line in result.stdout, result.stdout
+    build_dir = pathlib.Path(os.environ.get("DEEPRNN_BUILD_DIR", "build"))
+    cli = (build_dir if build_dir.is_absolute() else ROOT / build_dir) / "deeprnn-run"
+    assert cli.is_file(), f"{cli} is not built (scripts/setup.sh builds it)"
+    model, printed = CLI_EXAMPLES[path]
+    run = subprocess.run([str(cli), model, "inputs.pt", "--output", "out.pt"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert printed in run.stdout, run.stdout
+    got = torch.load(tmp_path / "out.pt")
+    got = got[0] if isinstance(got, tuple) else got  # a package returns a flat tuple
+    torch.testing.assert_close(got, torch.load(tmp_path / "expected.pt"))
