@@ -212,3 +212,24 @@ def test_compile_training_with_dropout_matches_eager_rng():
     # A second draw differs: the masks are not baked into the graph.
     again = call(compiled, "LSTM", x)[0]
     assert not torch.equal(again, got[0])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_compile_under_autocast_matches_eager(mode):
+    """The Autocast kernels run inside a compiled graph as they do in eager."""
+    torch._dynamo.reset()
+    ours = _module(mode, "cpu", num_layers=2, dtype=torch.float32)
+    compiled = torch.compile(ours, fullgraph=True)
+    x = torch.randn(5, 3, INPUT_SIZE, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = call(compiled, mode, x)
+        expected = call(ours, mode, x)
+    for g, e in zip(got, expected):
+        assert g.dtype == e.dtype
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
+    grads_got = torch.autograd.grad(got[0].float().sum(), [x] + list(ours.parameters()))
+    grads_expected = torch.autograd.grad(expected[0].float().sum(),
+                                         [x] + list(ours.parameters()))
+    for g, e in zip(grads_got, grads_expected):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
