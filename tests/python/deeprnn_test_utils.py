@@ -10,6 +10,15 @@ MODES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 OP_NAMES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 
 
+def cuda_skip_reason():
+    """Why the CUDA variant of a test cannot run here, or None."""
+    if not torch.cuda.is_available():
+        return "CUDA is not available (torch.cuda.is_available() is False)"
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("deeprnn::_rnn_forward", "CUDA"):
+        return "this deeprnn build has no CUDA kernels"
+    return None
+
+
 def module_kwargs(mode, **kwargs):
     """Constructor keywords for the classes of ``mode``."""
     kwargs = dict(kwargs)

@@ -14,6 +14,7 @@ import torch
 from deeprnn_test_utils import (
     call,
     classes,
+    cuda_skip_reason,
     make_pair,
     module_kwargs,
     norm_ratio,
@@ -265,18 +266,10 @@ def test_autocast_kernels_registered_for_cpu_and_cuda():
             )
 
 
-def _cuda_skip_reason():
-    if not torch.cuda.is_available():
-        return "CUDA is not available (torch.cuda.is_available() is False)"
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("deeprnn::_rnn_forward", "CUDA"):
-        return "this deeprnn build has no CUDA kernels"
-    return None
-
-
 @pytest.mark.parametrize("mode,proj", MODE_CASES, ids=MODE_IDS)
 @pytest.mark.parametrize("low", [torch.float16, torch.bfloat16])
 def test_cuda_autocast(mode, proj, low):
-    reason = _cuda_skip_reason()
+    reason = cuda_skip_reason()
     if reason:
         pytest.skip(reason)
     torch.manual_seed(13)

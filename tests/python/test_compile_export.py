@@ -14,7 +14,7 @@ import torch._dynamo.testing
 from torch.export import Dim
 
 import deeprnn
-from deeprnn_test_utils import MODES, call, make_pair
+from deeprnn_test_utils import MODES, call, cuda_skip_reason, make_pair
 
 INPUT_SIZE, HIDDEN_SIZE = 4, 6
 
@@ -22,10 +22,8 @@ DEVICES = [
     "cpu",
     pytest.param(
         "cuda",
-        marks=pytest.mark.skipif(
-            not torch.cuda.is_available(),
-            reason="no CUDA device here; scripts/gpu_check.sh runs this on a GPU",
-        ),
+        marks=pytest.mark.skipif(cuda_skip_reason() is not None,
+                                 reason=str(cuda_skip_reason())),
     ),
 ]
 
