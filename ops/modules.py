@@ -225,7 +225,16 @@ class _RNNBase(torch.nn.Module):
         # Read from the attributes on every call rather than trusting the
         # cached list, so that parameters swapped in without __setattr__
         # (torch.func.functional_call, stateless reparametrisation) are used.
-        return [getattr(self, name, None) for name in self._flat_weights_names]
+        weights = [getattr(self, name, None) for name in self._flat_weights_names]
+        for name, weight in zip(self._flat_weights_names, weights):
+            if not isinstance(weight, Tensor):
+                missing = "was deleted" if weight is None and not hasattr(self, name) else (
+                    f"is {type(weight).__name__}")
+                raise TypeError(
+                    f"{type(self).__name__}: the parameter {name} must be a Tensor, but it "
+                    f"{missing}"
+                )
+        return weights
 
     def flatten_parameters(self) -> None:
         """Does nothing: the operators use the parameters where they are.
@@ -656,7 +665,10 @@ class LSTM(_RNNBase):
         if hx is None:
             self.check_input(input, None)
         else:
-            h0, c0 = hx
+            # Indexed, not unpacked, so that a state that is not a pair fails
+            # as it does with torch.nn.LSTM.
+            h0 = hx[0]
+            c0 = hx[1]
             if is_batched:
                 if h0.dim() != 3 or c0.dim() != 3:
                     raise RuntimeError(

@@ -167,6 +167,20 @@ std::tuple<Tensor, Tensor, Tensor> rnn_autograd(
     bool train,
     bool bidirectional,
     bool batch_first) {
+  // Checked here, in the caller's layout, before the transpose below: the
+  // errors then describe the tensors the caller passed.
+  check_rnn_args_symbolic(
+      mode,
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first);
   bool any_requires_grad = input.requires_grad() ||
       (present(hx) && hx->requires_grad()) ||
       (present(cx) && cx->requires_grad());

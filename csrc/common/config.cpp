@@ -1,6 +1,7 @@
 #include "common/config.h"
 
 #include <c10/util/irange.h>
+#include <c10/util/safe_numerics.h>
 
 #include <sstream>
 
@@ -216,14 +217,22 @@ SymbolicRNNConfig check_rnn_args_symbolic(
   const int64_t base = has_biases ? 4 : 2;
   const int64_t count = static_cast<int64_t>(params.size());
   const int64_t directions = cfg.num_directions;
-  const bool count_plain = count == num_layers * directions * base;
-  const bool count_proj =
-      mode == Mode::LSTM && count == num_layers * directions * (base + 1);
+  // Every layer has at least one tensor, so num_layers > count cannot match
+  // (and the products below cannot overflow once it is ruled out).
+  const bool plausible = num_layers <= count;
+  const bool count_plain = plausible && count == num_layers * directions * base;
+  const bool count_proj = plausible && mode == Mode::LSTM &&
+      count == num_layers * directions * (base + 1);
+  int64_t expected_count = 0;
+  const bool expected_fits =
+      !c10::mul_overflows(num_layers, directions * base, &expected_count);
   TORCH_CHECK(
       count_plain || count_proj,
       op,
       ": expected ",
-      num_layers * directions * base,
+      expected_fits ? std::to_string(expected_count)
+                    : std::to_string(num_layers) + "*" +
+              std::to_string(directions) + "*" + std::to_string(base),
       " parameter tensors (num_layers*num_directions*",
       base,
       mode == Mode::LSTM ? ", or one more per layer and direction with "
@@ -405,6 +414,125 @@ RNNConfig check_rnn_args(
   return std::move(checked.cfg);
 }
 
+namespace {
+
+// dtype and device of a tensor that _rnn_backward takes, against input's.
+void check_like_input(
+    const std::string& op,
+    const char* name,
+    const at::Tensor& tensor,
+    const at::Tensor& input) {
+  TORCH_CHECK(
+      tensor.scalar_type() == input.scalar_type(),
+      op,
+      " backward: ",
+      name,
+      " must have the dtype of input (",
+      dtype_str(input.scalar_type()),
+      "), got ",
+      dtype_str(tensor.scalar_type()));
+  TORCH_CHECK(
+      tensor.device() == input.device(),
+      op,
+      " backward: ",
+      name,
+      " must be on the device of input (",
+      input.device(),
+      "), got ",
+      tensor.device());
+}
+
+void check_backward_tensor(
+    const std::string& op,
+    const char* name,
+    const at::Tensor& tensor,
+    c10::SymIntArrayRef expected,
+    const char* expected_meaning,
+    const at::Tensor& input) {
+  TORCH_CHECK(tensor.defined(), op, " backward: ", name, " is undefined");
+  TORCH_CHECK(
+      tensor.sym_sizes() == expected,
+      op,
+      " backward: ",
+      name,
+      " must have shape ",
+      shape_str(expected),
+      " (",
+      expected_meaning,
+      "), got ",
+      shape_str(tensor.sym_sizes()));
+  check_like_input(op, name, tensor, input);
+}
+
+} // namespace
+
+void check_backward_args(
+    const SymbolicRNNConfig& sym,
+    const at::Tensor& input,
+    const at::Tensor& output,
+    const at::Tensor& reserve,
+    const std::optional<at::Tensor>& grad_output,
+    const std::optional<at::Tensor>& grad_hy,
+    const std::optional<at::Tensor>& grad_cy) {
+  const RNNConfig& cfg = sym.cfg;
+  const std::string& op = cfg.op_name;
+  const c10::SymInt width = cfg.num_directions * cfg.proj_size;
+  const std::vector<c10::SymInt> output_shape = cfg.batch_first
+      ? std::vector<c10::SymInt>{sym.batch, sym.seq_len, width}
+      : std::vector<c10::SymInt>{sym.seq_len, sym.batch, width};
+  const char* output_meaning = cfg.batch_first
+      ? "the forward's output: (batch, seq_len, num_directions*hidden)"
+      : "the forward's output: (seq_len, batch, num_directions*hidden)";
+  check_backward_tensor(
+      op, "output", output, output_shape, output_meaning, input);
+
+  TORCH_CHECK(reserve.defined(), op, " backward: reserve is undefined");
+  const c10::SymInt reserve_numel =
+      sym.seq_len * sym.batch * reserve_numel_per_position(cfg);
+  TORCH_CHECK(
+      reserve.dim() == 1 && reserve.sym_numel() == reserve_numel,
+      op,
+      " backward: reserve must have ",
+      reserve_numel,
+      " elements (from _rnn_forward with need_reserve=True and the same "
+      "arguments), got ",
+      reserve.sym_numel());
+  check_like_input(op, "reserve", reserve, input);
+
+  if (grad_output.has_value() && grad_output->defined()) {
+    check_backward_tensor(
+        op,
+        "grad_output",
+        *grad_output,
+        output_shape,
+        "the shape of output",
+        input);
+  }
+  const int64_t rows = cfg.num_layers * cfg.num_directions;
+  if (grad_hy.has_value() && grad_hy->defined()) {
+    check_backward_tensor(
+        op,
+        "grad_hy",
+        *grad_hy,
+        {c10::SymInt(rows), sym.batch, c10::SymInt(cfg.proj_size)},
+        "the shape of hy",
+        input);
+  }
+  if (grad_cy.has_value() && grad_cy->defined()) {
+    TORCH_CHECK(
+        cfg.mode == Mode::LSTM,
+        op,
+        " backward: grad_cy is only used by LSTM, got a tensor");
+    check_backward_tensor(
+        op,
+        "grad_cy",
+        *grad_cy,
+        {c10::SymInt(rows), sym.batch, c10::SymInt(cfg.hidden_size)},
+        "the shape of cy",
+        input);
+  }
+}
+
 ReserveLayout reserve_layer_layout(
     Mode mode,
     int64_t seq_len,
@@ -414,38 +542,82 @@ ReserveLayout reserve_layer_layout(
     bool has_proj,
     int64_t num_directions,
     bool is_last_layer,
-    bool with_dropout) {
-  const int64_t rows = seq_len * batch * num_directions;
+    bool with_dropout,
+    const std::string& op) {
+  const int64_t rows =
+      checked_mul(checked_mul(seq_len, batch, op), num_directions, op);
   ReserveLayout layout;
   const bool gated = mode == Mode::LSTM || mode == Mode::GRU;
-  layout.gates = gated ? rows * gate_count(mode) * hidden_size : 0;
-  layout.cells = gated ? rows * hidden_size : 0;
-  layout.hidden = (mode == Mode::LSTM && has_proj) ? rows * hidden_size : 0;
-  layout.output = is_last_layer ? 0 : rows * proj_size;
-  layout.mask = (!is_last_layer && with_dropout) ? rows * proj_size : 0;
+  const int64_t per_row = checked_mul(gate_count(mode), hidden_size, op);
+  layout.gates = gated ? checked_mul(rows, per_row, op) : 0;
+  layout.cells = gated ? checked_mul(rows, hidden_size, op) : 0;
+  layout.hidden =
+      (mode == Mode::LSTM && has_proj) ? checked_mul(rows, hidden_size, op) : 0;
+  layout.output = is_last_layer ? 0 : checked_mul(rows, proj_size, op);
+  layout.mask =
+      (!is_last_layer && with_dropout) ? checked_mul(rows, proj_size, op) : 0;
+  // The sum of the blocks must fit too.
+  checked_add(
+      checked_add(
+          checked_add(layout.gates, layout.cells, op), layout.hidden, op),
+      checked_add(layout.output, layout.mask, op),
+      op);
   return layout;
 }
 
 int64_t reserve_numel_per_position(const RNNConfig& cfg) {
   int64_t total = 0;
   for (const auto layer : c10::irange(cfg.num_layers)) {
-    total += reserve_layer_layout(
-                 cfg.mode,
-                 /*seq_len=*/1,
-                 /*batch=*/1,
-                 cfg.hidden_size,
-                 cfg.proj_size,
-                 cfg.has_proj,
-                 cfg.num_directions,
-                 layer == cfg.num_layers - 1,
-                 cfg.uses_dropout())
-                 .size();
+    total = checked_add(
+        total,
+        reserve_layer_layout(
+            cfg.mode,
+            /*seq_len=*/1,
+            /*batch=*/1,
+            cfg.hidden_size,
+            cfg.proj_size,
+            cfg.has_proj,
+            cfg.num_directions,
+            layer == cfg.num_layers - 1,
+            cfg.uses_dropout(),
+            cfg.op_name)
+            .size(),
+        cfg.op_name);
   }
   return total;
 }
 
 int64_t reserve_numel(const RNNConfig& cfg) {
-  return cfg.seq_len * cfg.batch * reserve_numel_per_position(cfg);
+  return checked_mul(
+      checked_mul(cfg.seq_len, cfg.batch, cfg.op_name),
+      reserve_numel_per_position(cfg),
+      cfg.op_name);
+}
+
+int64_t checked_mul(int64_t a, int64_t b, const std::string& op) {
+  int64_t product = 0;
+  TORCH_CHECK(
+      !c10::mul_overflows(a, b, &product),
+      op,
+      ": the reserve size overflows int64 (",
+      a,
+      " * ",
+      b,
+      "); the sizes are too large");
+  return product;
+}
+
+int64_t checked_add(int64_t a, int64_t b, const std::string& op) {
+  int64_t sum = 0;
+  TORCH_CHECK(
+      !c10::add_overflows(a, b, &sum),
+      op,
+      ": the reserve size overflows int64 (",
+      a,
+      " + ",
+      b,
+      "); the sizes are too large");
+  return sum;
 }
 
 } // namespace deeprnn

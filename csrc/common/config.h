@@ -94,6 +94,20 @@ SymbolicRNNConfig check_rnn_args_symbolic(
     bool bidirectional,
     bool batch_first);
 
+// Checks what _rnn_backward takes beside the forward's arguments: the
+// forward's output and reserve, and the gradients of output, hy and cy (each
+// gradient may be absent). Shape, dtype and device of each, with symbolic
+// sizes allowed, so that the CPU, CUDA and Meta kernels refuse the same
+// calls.
+void check_backward_args(
+    const SymbolicRNNConfig& sym,
+    const at::Tensor& input,
+    const at::Tensor& output,
+    const at::Tensor& reserve,
+    const std::optional<at::Tensor>& grad_output,
+    const std::optional<at::Tensor>& grad_hy,
+    const std::optional<at::Tensor>& grad_cy);
+
 // torch.nn's name of flat parameter `index`, e.g. "weight_hh_l1_reverse".
 std::string param_name(const RNNConfig& cfg, int64_t index);
 
@@ -127,11 +141,17 @@ ReserveLayout reserve_layer_layout(
     bool has_proj,
     int64_t num_directions,
     bool is_last_layer,
-    bool with_dropout);
+    bool with_dropout,
+    const std::string& op); // names the op in an overflow error
 
 // Every block is T*B*(width), so the reserve is T*B times the elements one
 // (step, batch row) position needs; the Meta kernels multiply symbolically.
 int64_t reserve_numel_per_position(const RNNConfig& cfg);
 int64_t reserve_numel(const RNNConfig& cfg);
+
+// a * b and a + b of reserve sizes; absurd sizes fail with an error that
+// names `op` instead of wrapping around.
+int64_t checked_mul(int64_t a, int64_t b, const std::string& op);
+int64_t checked_add(int64_t a, int64_t b, const std::string& op);
 
 } // namespace deeprnn

@@ -158,7 +158,8 @@ std::vector<LayerReserve> split_reserve(
         cfg.has_proj,
         D,
         l == cfg.num_layers - 1,
-        cfg.uses_dropout());
+        cfg.uses_dropout(),
+        cfg.op_name);
     const int64_t H = cfg.hidden_size, P = cfg.proj_size;
     layers[l].gates = take(layout.gates, D * cfg.gates * H);
     layers[l].cells = take(layout.cells, D * H);
@@ -785,7 +786,7 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_cpu(
     bool batch_first,
     c10::string_view mode,
     std::array<bool, 4> output_mask) {
-  const RNNConfig cfg = check_rnn_args(
+  SymbolicRNNConfig checked = check_rnn_args_symbolic(
       parse_mode(mode),
       input,
       hx,
@@ -797,28 +798,14 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_cpu(
       train,
       bidirectional,
       batch_first);
+  check_backward_args(
+      checked, input, output, reserve, grad_output, grad_hy, grad_cy);
+  RNNConfig& cfg = checked.cfg;
+  cfg.seq_len = checked.seq_len.expect_int();
+  cfg.batch = checked.batch.expect_int();
   const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
   const int64_t L = cfg.num_layers, H = cfg.hidden_size, P = cfg.proj_size;
   const auto opts = input.options();
-  const std::string& op = cfg.op_name;
-  TORCH_CHECK(
-      reserve.numel() == reserve_numel(cfg),
-      op,
-      " backward: reserve must have ",
-      reserve_numel(cfg),
-      " elements (from _rnn_forward with need_reserve=True and the same "
-      "arguments), got ",
-      reserve.numel());
-  const std::vector<int64_t> out_shape = batch_first
-      ? std::vector<int64_t>{B, T, D * P}
-      : std::vector<int64_t>{T, B, D * P};
-  TORCH_CHECK(
-      output.sizes() == c10::IntArrayRef(out_shape),
-      op,
-      " backward: output must have shape ",
-      c10::IntArrayRef(out_shape),
-      ", got ",
-      output.sizes());
 
   const bool has_hx = hx.has_value() && hx->defined();
   const bool has_cx = cx.has_value() && cx->defined();

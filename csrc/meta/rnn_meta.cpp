@@ -87,11 +87,6 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_meta(
     bool batch_first,
     c10::string_view mode,
     std::array<bool, 4> output_mask) {
-  (void)output;
-  (void)reserve;
-  (void)grad_output;
-  (void)grad_hy;
-  (void)grad_cy;
   const SymbolicRNNConfig sym = check_rnn_args_symbolic(
       parse_mode(mode),
       input,
@@ -104,6 +99,8 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_meta(
       train,
       bidirectional,
       batch_first);
+  check_backward_args(
+      sym, input, output, reserve, grad_output, grad_hy, grad_cy);
   const RNNConfig& cfg = sym.cfg;
   const auto opts = input.options();
   const bool has_hx = hx.has_value() && hx->defined();

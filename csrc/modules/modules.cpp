@@ -11,7 +11,9 @@
 #include <torch/utils.h>
 
 #include <c10/util/Exception.h>
+#include <c10/util/safe_numerics.h>
 
+#include <algorithm>
 #include <cmath>
 #include <ios>
 #include <string>
@@ -109,6 +111,26 @@ void check_options(const RecurrentConfig& config) {
       config.hidden_size,
       "), got ",
       config.proj_size);
+  // The largest weight, gate_count*hidden_size rows by the widest layer
+  // input, must have a size that int64 holds: absurd sizes fail here, by
+  // name, instead of wrapping around into a negative shape.
+  const int64_t out_width =
+      config.proj_size > 0 ? config.proj_size : config.hidden_size;
+  int64_t upper_input = 0, rows = 0, numel = 0; // upper: D*P, layers > 0
+  const bool fits =
+      !c10::mul_overflows(
+          int64_t{config.bidirectional ? 2 : 1}, out_width, &upper_input) &&
+      !c10::mul_overflows(config.gate_count, config.hidden_size, &rows) &&
+      !c10::mul_overflows(
+          rows, std::max({config.input_size, upper_input, out_width}), &numel);
+  TORCH_CHECK(
+      fits,
+      name,
+      ": the weights of input_size ",
+      config.input_size,
+      " and hidden_size ",
+      config.hidden_size,
+      " would have more elements than int64 can count");
   if (config.dropout > 0.0 && config.num_layers == 1) {
     TORCH_WARN(
         name,

@@ -247,21 +247,26 @@ int64_t reserve_size(
       proj_size,
       " for ",
       std::string(mode));
-  int64_t total = 0;
-  for (int64_t l = 0; l < num_layers; ++l) {
-    total += reserve_layer_layout(
-                 m,
-                 seq_len,
-                 batch,
-                 hidden_size,
-                 proj_size > 0 ? proj_size : hidden_size,
-                 proj_size > 0,
-                 bidirectional ? 2 : 1,
-                 l == num_layers - 1,
-                 with_dropout && num_layers > 1)
-                 .size();
-  }
-  return total;
+  const std::string op = "deeprnn.reserve_size";
+  // The layers below the last are alike, so the total is a closed form (a
+  // loop over an absurd num_layers would never end).
+  auto layer = [&](bool is_last) {
+    return reserve_layer_layout(
+               m,
+               seq_len,
+               batch,
+               hidden_size,
+               proj_size > 0 ? proj_size : hidden_size,
+               proj_size > 0,
+               bidirectional ? 2 : 1,
+               is_last,
+               with_dropout && num_layers > 1,
+               op)
+        .size();
+  };
+  const int64_t below_last =
+      num_layers > 1 ? checked_mul(num_layers - 1, layer(false), op) : 0;
+  return checked_add(below_last, layer(true), op);
 }
 
 namespace ops {
