@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Sets up deeprnn, runs the C++ tests (ctest) and the Python tests (pytest),
 # and ends with one summary line: "N passed, N failed[, N skipped]".
+# With DEEPRNN_SANITIZERS=1 (CI sets it) it also runs scripts/sanitize.sh
+# (ASan + UBSan build of the library and the C++ tests) and
+# scripts/valgrind.sh, each counted as one check in that line.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -70,12 +73,29 @@ if [[ $pytest_rc -ne 0 && $pytest_failed -eq 0 ]]; then
   pytest_failed=1 # no tests (exit 5), interrupted, internal error, ...
 fi
 
+# Sanitizers and valgrind (CI) --------------------------------------------------------
+extra_passed=0
+extra_failed=0
+extra_line=""
+if [[ "${DEEPRNN_SANITIZERS:-0}" == 1 ]]; then
+  for check in sanitize valgrind; do
+    echo "test: scripts/${check}.sh"
+    if bash "scripts/${check}.sh"; then
+      extra_passed=$((extra_passed + 1))
+      extra_line+="; ${check} ok"
+    else
+      extra_failed=$((extra_failed + 1))
+      extra_line+="; ${check} FAILED"
+    fi
+  done
+fi
+
 # Summary -------------------------------------------------------------------------
-passed=$((ctest_passed + pytest_passed))
-failed=$((ctest_failed + pytest_failed))
+passed=$((ctest_passed + pytest_passed + extra_passed))
+failed=$((ctest_failed + pytest_failed + extra_failed))
 echo "test: ctest ${ctest_passed} passed, ${ctest_failed} failed (rc ${ctest_rc});" \
   "pytest ${pytest_passed} passed, ${pytest_failed} failed," \
-  "${pytest_skipped} skipped (rc ${pytest_rc})"
+  "${pytest_skipped} skipped (rc ${pytest_rc})${extra_line}"
 if [[ $pytest_skipped -gt 0 ]]; then
   echo "${passed} passed, ${failed} failed, ${pytest_skipped} skipped"
 else

@@ -154,7 +154,9 @@ C10_HOST_DEVICE inline acc_t rnn_forward(acc_t pre, bool relu) {
 template <typename acc_t>
 C10_HOST_DEVICE inline acc_t rnn_backward(acc_t h, acc_t dh, bool relu) {
   if (relu) {
-    return h > acc_t(0) ? dh : acc_t(0);
+    // !(h <= 0) rather than h > 0: the gradient passes a NaN unit, as
+    // torch's threshold_backward lets it.
+    return !(h <= acc_t(0)) ? dh : acc_t(0);
   }
   return dh * (acc_t(1) - h * h);
 }

@@ -44,7 +44,9 @@ inline float exp_approx(float x) {
 // clamped by the callers). A vector division is the slowest instruction of the
 // cell loop (it was a third of it); an integer first guess and three Newton
 // steps (each doubles the correct bits: ~4, 8, 16, 32) cost a few FMAs and stay
-// within an ulp or two. NaN propagates through the Newton steps.
+// within an ulp or two, and exact at 1 (where the Newton steps stall one ulp
+// below): a saturated sigmoid is exactly 1, so its derivative is exactly 0.
+// NaN propagates through the Newton steps.
 inline float reciprocal_approx(float x) {
   int32_t bits;
   std::memcpy(&bits, &x, sizeof(bits));
@@ -54,21 +56,24 @@ inline float reciprocal_approx(float x) {
   r = r * (2.0f - x * r);
   r = r * (2.0f - x * r);
   r = r * (2.0f - x * r);
-  return r;
+  return x == 1.0f ? 1.0f : r;
 }
 
 inline float sigmoid_approx(float x) {
   // Beyond +-80 the result is 1 or below 2e-35: clamping keeps 1 + e^-x
-  // inside reciprocal_approx's range (NaN passes the comparisons).
-  x = x < -80.0f ? -80.0f : x;
-  x = x > 80.0f ? 80.0f : x;
-  return reciprocal_approx(1.0f + exp_approx(-x));
+  // inside reciprocal_approx's range (NaN passes the comparisons). Below -88
+  // libm's e^-x overflows float and the sigmoid is exactly 0; so is ours.
+  const float clamped = x < -80.0f ? -80.0f : (x > 80.0f ? 80.0f : x);
+  const float y = reciprocal_approx(1.0f + exp_approx(-clamped));
+  return x < -88.0f ? 0.0f : y;
 }
 
 inline float tanh_approx(float x) {
-  // tanh(9) rounds to 1 in float; clamping there keeps e^{2a} small.
-  float a = std::fabs(x);
-  a = a > 9.0f ? 9.0f : a;
+  // Clamping keeps e^{2a} small. From 13*ln(2) = 9.0109 on, 1 - tanh(x) <
+  // 2^-25 and tanh(x) rounds to exactly 1 in float: return that exactly, so
+  // that a saturated unit's derivative 1 - tanh^2 is exactly 0, as in torch.
+  const float abs_x = std::fabs(x);
+  const float a = abs_x > 9.5f ? 9.5f : abs_x;
   // Near zero 1 - 2/(e^{2a}+1) cancels; an odd polynomial is exact there.
   const float z = x * x;
   float p = -5.70498872745e-3f;
@@ -77,8 +82,9 @@ inline float tanh_approx(float x) {
   p = p * z + 1.33314422036e-1f;
   p = p * z - 3.33332819422e-1f;
   const float small = x + x * z * p;
-  const float large =
+  const float below_one =
       1.0f - 2.0f * reciprocal_approx(exp_approx(2.0f * a) + 1.0f);
+  const float large = abs_x > 9.0109f ? 1.0f : below_one;
   return a < 0.625f ? small : std::copysign(large, x);
 }
 
