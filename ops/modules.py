@@ -236,6 +236,14 @@ class _RNNBase(torch.nn.Module):
                 )
         return weights
 
+    def _forward_weights(self, input: Tensor, name: str) -> List[Tensor]:
+        """The parameters a forward runs with; refuses PackedSequence input."""
+        if torch.jit.is_scripting():
+            return self._flat_weights
+        if isinstance(input, PackedSequence):
+            raise _packed_sequence_error(name)
+        return self._current_flat_weights()
+
     def flatten_parameters(self) -> None:
         """Does nothing: the operators use the parameters where they are.
 
@@ -496,12 +504,7 @@ class RNN(_RNNBase):
     def forward(
         self, input: Tensor, hx: Optional[Tensor] = None
     ) -> Tuple[Tensor, Tensor]:
-        if torch.jit.is_scripting():
-            weights = self._flat_weights
-        else:
-            if isinstance(input, PackedSequence):
-                raise _packed_sequence_error("RNN")
-            weights = self._current_flat_weights()
+        weights = self._forward_weights(input, "RNN")
         return self._single_state_forward(input, hx, weights)
 
 
@@ -550,12 +553,7 @@ class GRU(_RNNBase):
     def forward(
         self, input: Tensor, hx: Optional[Tensor] = None
     ) -> Tuple[Tensor, Tensor]:
-        if torch.jit.is_scripting():
-            weights = self._flat_weights
-        else:
-            if isinstance(input, PackedSequence):
-                raise _packed_sequence_error("GRU")
-            weights = self._current_flat_weights()
+        weights = self._forward_weights(input, "GRU")
         return self._single_state_forward(input, hx, weights)
 
 
@@ -645,12 +643,7 @@ class LSTM(_RNNBase):
     def forward(
         self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None
     ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
-        if torch.jit.is_scripting():
-            weights = self._flat_weights
-        else:
-            if isinstance(input, PackedSequence):
-                raise _packed_sequence_error("LSTM")
-            weights = self._current_flat_weights()
+        weights = self._forward_weights(input, "LSTM")
 
         if input.dim() != 2 and input.dim() != 3:
             raise ValueError(

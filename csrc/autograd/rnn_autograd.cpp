@@ -167,21 +167,8 @@ std::tuple<Tensor, Tensor, Tensor> rnn_autograd(
     bool train,
     bool bidirectional,
     bool batch_first) {
-  // Checked here, in the caller's layout, before the transpose below: the
-  // errors then describe the tensors the caller passed.
-  check_rnn_args_symbolic(
-      mode,
-      input,
-      hx,
-      cx,
-      params,
-      has_biases,
-      num_layers,
-      dropout,
-      train,
-      bidirectional,
-      batch_first);
-  bool any_requires_grad = input.requires_grad() ||
+  // An undefined input goes on to the kernel, whose check names it.
+  bool any_requires_grad = (input.defined() && input.requires_grad()) ||
       (present(hx) && hx->requires_grad()) ||
       (present(cx) && cx->requires_grad());
   for (const auto& p : params) {
@@ -204,6 +191,21 @@ std::tuple<Tensor, Tensor, Tensor> rnn_autograd(
         /*need_reserve=*/false);
     return {output, hy, cy};
   }
+  // Checked here, in the caller's layout, before the transpose: the errors
+  // then describe the tensors the caller passed (the kernel below sees only
+  // the time-major view).
+  check_rnn_args_symbolic(
+      mode,
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first);
   const Tensor time_major = batch_first ? input.transpose(0, 1) : input;
   auto outs = RNNFunction::apply(
       time_major,

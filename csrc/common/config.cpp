@@ -38,6 +38,33 @@ const char* dtype_str(at::ScalarType type) {
   }
 }
 
+// dtype and device of a tensor that must match input's; `where` is the op
+// ("deeprnn.lstm") or its backward ("deeprnn.lstm backward").
+void check_like_input(
+    const std::string& where,
+    const char* name,
+    const at::Tensor& tensor,
+    const at::Tensor& input) {
+  TORCH_CHECK(
+      tensor.scalar_type() == input.scalar_type(),
+      where,
+      ": ",
+      name,
+      " must have the dtype of input (",
+      dtype_str(input.scalar_type()),
+      "), got ",
+      dtype_str(tensor.scalar_type()));
+  TORCH_CHECK(
+      tensor.device() == input.device(),
+      where,
+      ": ",
+      name,
+      " must be on the device of input (",
+      input.device(),
+      "), got ",
+      tensor.device());
+}
+
 void check_state(
     const RNNConfig& cfg,
     const c10::SymInt& batch,
@@ -62,24 +89,7 @@ void check_state(
       width_name,
       "), got ",
       shape_str(state->sym_sizes()));
-  TORCH_CHECK(
-      state->scalar_type() == input.scalar_type(),
-      cfg.op_name,
-      ": ",
-      name,
-      " must have the dtype of input (",
-      dtype_str(input.scalar_type()),
-      "), got ",
-      dtype_str(state->scalar_type()));
-  TORCH_CHECK(
-      state->device() == input.device(),
-      cfg.op_name,
-      ": ",
-      name,
-      " must be on the device of input (",
-      input.device(),
-      "), got ",
-      state->device());
+  check_like_input(cfg.op_name, name, *state, input);
 }
 
 // A size that must be a plain number (a weight's size): specialised when
@@ -409,6 +419,10 @@ RNNConfig check_rnn_args(
       train,
       bidirectional,
       batch_first);
+  return concrete_config(std::move(checked));
+}
+
+RNNConfig concrete_config(SymbolicRNNConfig&& checked) {
   checked.cfg.seq_len = checked.seq_len.expect_int();
   checked.cfg.batch = checked.batch.expect_int();
   return std::move(checked.cfg);
@@ -416,44 +430,19 @@ RNNConfig check_rnn_args(
 
 namespace {
 
-// dtype and device of a tensor that _rnn_backward takes, against input's.
-void check_like_input(
-    const std::string& op,
-    const char* name,
-    const at::Tensor& tensor,
-    const at::Tensor& input) {
-  TORCH_CHECK(
-      tensor.scalar_type() == input.scalar_type(),
-      op,
-      " backward: ",
-      name,
-      " must have the dtype of input (",
-      dtype_str(input.scalar_type()),
-      "), got ",
-      dtype_str(tensor.scalar_type()));
-  TORCH_CHECK(
-      tensor.device() == input.device(),
-      op,
-      " backward: ",
-      name,
-      " must be on the device of input (",
-      input.device(),
-      "), got ",
-      tensor.device());
-}
-
+// `where`: "deeprnn.lstm backward".
 void check_backward_tensor(
-    const std::string& op,
+    const std::string& where,
     const char* name,
     const at::Tensor& tensor,
     c10::SymIntArrayRef expected,
     const char* expected_meaning,
     const at::Tensor& input) {
-  TORCH_CHECK(tensor.defined(), op, " backward: ", name, " is undefined");
+  TORCH_CHECK(tensor.defined(), where, ": ", name, " is undefined");
   TORCH_CHECK(
       tensor.sym_sizes() == expected,
-      op,
-      " backward: ",
+      where,
+      ": ",
       name,
       " must have shape ",
       shape_str(expected),
@@ -461,7 +450,7 @@ void check_backward_tensor(
       expected_meaning,
       "), got ",
       shape_str(tensor.sym_sizes()));
-  check_like_input(op, name, tensor, input);
+  check_like_input(where, name, tensor, input);
 }
 
 } // namespace
@@ -475,7 +464,7 @@ void check_backward_args(
     const std::optional<at::Tensor>& grad_hy,
     const std::optional<at::Tensor>& grad_cy) {
   const RNNConfig& cfg = sym.cfg;
-  const std::string& op = cfg.op_name;
+  const std::string where = cfg.op_name + " backward";
   const c10::SymInt width = cfg.num_directions * cfg.proj_size;
   const std::vector<c10::SymInt> output_shape = cfg.batch_first
       ? std::vector<c10::SymInt>{sym.batch, sym.seq_len, width}
@@ -484,24 +473,23 @@ void check_backward_args(
       ? "the forward's output: (batch, seq_len, num_directions*hidden)"
       : "the forward's output: (seq_len, batch, num_directions*hidden)";
   check_backward_tensor(
-      op, "output", output, output_shape, output_meaning, input);
+      where, "output", output, output_shape, output_meaning, input);
 
-  TORCH_CHECK(reserve.defined(), op, " backward: reserve is undefined");
-  const c10::SymInt reserve_numel =
-      sym.seq_len * sym.batch * reserve_numel_per_position(cfg);
+  TORCH_CHECK(reserve.defined(), where, ": reserve is undefined");
+  const c10::SymInt expected_numel = reserve_numel(sym);
   TORCH_CHECK(
-      reserve.dim() == 1 && reserve.sym_numel() == reserve_numel,
-      op,
-      " backward: reserve must have ",
-      reserve_numel,
+      reserve.dim() == 1 && reserve.sym_numel() == expected_numel,
+      where,
+      ": reserve must have ",
+      expected_numel,
       " elements (from _rnn_forward with need_reserve=True and the same "
       "arguments), got ",
       reserve.sym_numel());
-  check_like_input(op, "reserve", reserve, input);
+  check_like_input(where, "reserve", reserve, input);
 
   if (grad_output.has_value() && grad_output->defined()) {
     check_backward_tensor(
-        op,
+        where,
         "grad_output",
         *grad_output,
         output_shape,
@@ -511,7 +499,7 @@ void check_backward_args(
   const int64_t rows = cfg.num_layers * cfg.num_directions;
   if (grad_hy.has_value() && grad_hy->defined()) {
     check_backward_tensor(
-        op,
+        where,
         "grad_hy",
         *grad_hy,
         {c10::SymInt(rows), sym.batch, c10::SymInt(cfg.proj_size)},
@@ -521,10 +509,10 @@ void check_backward_args(
   if (grad_cy.has_value() && grad_cy->defined()) {
     TORCH_CHECK(
         cfg.mode == Mode::LSTM,
-        op,
-        " backward: grad_cy is only used by LSTM, got a tensor");
+        where,
+        ": grad_cy is only used by LSTM, got a tensor");
     check_backward_tensor(
-        op,
+        where,
         "grad_cy",
         *grad_cy,
         {c10::SymInt(rows), sym.batch, c10::SymInt(cfg.hidden_size)},
@@ -592,6 +580,10 @@ int64_t reserve_numel(const RNNConfig& cfg) {
       checked_mul(cfg.seq_len, cfg.batch, cfg.op_name),
       reserve_numel_per_position(cfg),
       cfg.op_name);
+}
+
+c10::SymInt reserve_numel(const SymbolicRNNConfig& sym) {
+  return sym.seq_len * sym.batch * reserve_numel_per_position(sym.cfg);
 }
 
 int64_t checked_mul(int64_t a, int64_t b, const std::string& op) {

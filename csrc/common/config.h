@@ -94,6 +94,9 @@ SymbolicRNNConfig check_rnn_args_symbolic(
     bool bidirectional,
     bool batch_first);
 
+// The checked config of real (not symbolic) tensors: T and B as numbers.
+RNNConfig concrete_config(SymbolicRNNConfig&& checked);
+
 // Checks what _rnn_backward takes beside the forward's arguments: the
 // forward's output and reserve, and the gradients of output, hy and cy (each
 // gradient may be absent). Shape, dtype and device of each, with symbolic
@@ -148,6 +151,7 @@ ReserveLayout reserve_layer_layout(
 // (step, batch row) position needs; the Meta kernels multiply symbolically.
 int64_t reserve_numel_per_position(const RNNConfig& cfg);
 int64_t reserve_numel(const RNNConfig& cfg);
+c10::SymInt reserve_numel(const SymbolicRNNConfig& sym); // T, B symbolic
 
 // a * b and a + b of reserve sizes; absurd sizes fail with an error that
 // names `op` instead of wrapping around.

@@ -800,9 +800,7 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_cpu(
       batch_first);
   check_backward_args(
       checked, input, output, reserve, grad_output, grad_hy, grad_cy);
-  RNNConfig& cfg = checked.cfg;
-  cfg.seq_len = checked.seq_len.expect_int();
-  cfg.batch = checked.batch.expect_int();
+  const RNNConfig cfg = concrete_config(std::move(checked));
   const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
   const int64_t L = cfg.num_layers, H = cfg.hidden_size, P = cfg.proj_size;
   const auto opts = input.options();

@@ -58,15 +58,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_meta(
       batch_first);
   const RNNConfig& cfg = sym.cfg;
   const auto opts = input.options();
-  const c10::SymInt reserve_numel = need_reserve
-      ? sym.seq_len * sym.batch * reserve_numel_per_position(cfg)
-      : c10::SymInt(0);
+  const c10::SymInt reserve = need_reserve ? reserve_numel(sym) : 0;
   return {
       sequence_like(sym, cfg.num_directions * cfg.proj_size, opts),
       state_like(sym, cfg.proj_size, opts),
       cfg.mode == Mode::LSTM ? state_like(sym, cfg.hidden_size, opts)
                              : at::empty({0}, opts),
-      at::empty_symint({reserve_numel}, opts)};
+      at::empty_symint({reserve}, opts)};
 }
 
 std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_meta(
