@@ -27,6 +27,15 @@ Gate order: LSTM ``i, f, g, o``; GRU ``r, z, n`` with
 ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`` and
 ``h' = (1 - z) * n + z * h``, as in torch.nn.
 
+``lengths`` (optional, int64 ``(B)``, each in ``1..T``, in any order) makes
+the batch variable-length, as a ``PackedSequence`` does in torch.nn but on the
+padded tensor: past its length a sequence's state stays unchanged and its
+output is zero; ``hy``/``cy`` hold each sequence's state at its last valid
+step; the reverse direction starts there; padded input is ignored (its
+gradient is zero). ``lengths`` may be on the CPU or on the input's device;
+on the CPU the kernels read it without synchronising with the device.
+Lengths sorted in decreasing order save one reordering of the batch.
+
 ``dropout`` is applied to the output of every layer but the last, only when
 ``train`` is true; the masks come from PyTorch's default generator, so
 ``torch.manual_seed`` reproduces a run.
@@ -54,6 +63,7 @@ def lstm(
     train: bool,
     bidirectional: bool,
     batch_first: bool,
+    lengths: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Multi-layer LSTM (with optional projection), like ``torch._VF.lstm``.
 
@@ -70,6 +80,8 @@ def lstm(
         train: dropout only acts when true.
         bidirectional: run a reverse direction too (``D = 2``).
         batch_first: ``input`` and ``output`` are batch-major.
+        lengths: optional int64 ``(B)``: sequence ``b`` has ``lengths[b]``
+            valid steps (``1..T``, any order). See the module docstring.
 
     Returns:
         ``(output, hy, cy)``: ``output (T, B, D*P)`` (batch-major if
@@ -86,6 +98,7 @@ def lstm(
         train,
         bidirectional,
         batch_first,
+        lengths,
     )
 
 
@@ -99,6 +112,7 @@ def gru(
     train: bool,
     bidirectional: bool,
     batch_first: bool,
+    lengths: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Multi-layer GRU, like ``torch._VF.gru``.
 
@@ -107,8 +121,8 @@ def gru(
         hx: initial hidden state ``(L*D, B, H)`` or ``None`` for zeros.
         params: ``w_ih (3H, I_l), w_hh (3H, H), [b_ih (3H), b_hh (3H)]`` per
             layer and direction, in ``torch.nn.GRU._flat_weights`` order.
-        has_biases, num_layers, dropout, train, bidirectional, batch_first:
-            as in :func:`lstm`.
+        has_biases, num_layers, dropout, train, bidirectional, batch_first,
+        lengths: as in :func:`lstm`.
 
     Returns:
         ``(output, hy)``: ``output (T, B, D*H)`` (batch-major if
@@ -124,6 +138,7 @@ def gru(
         train,
         bidirectional,
         batch_first,
+        lengths,
     )
 
 
@@ -137,6 +152,7 @@ def rnn_tanh(
     train: bool,
     bidirectional: bool,
     batch_first: bool,
+    lengths: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Multi-layer Elman RNN with tanh, like ``torch._VF.rnn_tanh``.
 
@@ -154,6 +170,7 @@ def rnn_tanh(
         train,
         bidirectional,
         batch_first,
+        lengths,
     )
 
 
@@ -167,6 +184,7 @@ def rnn_relu(
     train: bool,
     bidirectional: bool,
     batch_first: bool,
+    lengths: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Multi-layer Elman RNN with ReLU, like ``torch._VF.rnn_relu``.
 
@@ -183,6 +201,7 @@ def rnn_relu(
         train,
         bidirectional,
         batch_first,
+        lengths,
     )
 
 

@@ -37,23 +37,28 @@ using at::Tensor;
 // Whether torch.nn runs this call as one fused operator, following the
 // choice in ATen's RNN.cpp for the input autocast leaves untouched there.
 // A low-precision input takes the cell-by-cell rule below, which gives the
-// same dtypes unless a given state is wider than the input.
+// same dtypes unless a given state is wider than the input. With lengths,
+// the counterpart is torch.nn on a PackedSequence, which oneDNN does not
+// take.
 bool torch_fuses(
     c10::DeviceType device_type,
     Mode mode,
     bool has_proj,
-    const Tensor& input) {
+    const Tensor& input,
+    const std::optional<Tensor>& lengths) {
   if (device_type == c10::DeviceType::CUDA) {
     return at::cudnn_is_acceptable(input);
   }
+  const bool packed = lengths.has_value() && lengths->defined();
 #if AT_MKLDNN_ENABLED()
-  return mode == Mode::LSTM && !has_proj &&
+  return mode == Mode::LSTM && !has_proj && !packed &&
       at::globalContext().userEnabledMkldnn() &&
       input.scalar_type() == at::kFloat && input.numel() != 0;
 #else
   (void)mode;
   (void)has_proj;
   (void)input;
+  (void)packed;
   return false;
 #endif
 }
@@ -84,7 +89,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_autocast(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first) {
+    bool batch_first,
+    const std::optional<Tensor>& lengths) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(
       at::autocast::get_autocast_dispatch_key_from_device_type(kDeviceType));
   const auto low_precision = at::autocast::get_autocast_dtype(kDeviceType);
@@ -100,14 +106,15 @@ std::tuple<Tensor, Tensor, Tensor> lstm_autocast(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
   // A projection adds w_hr to each (layer, direction); the count is checked
   // by the op above, which has already failed if it is wrong.
   const int64_t per_direction = (has_biases ? 4 : 2) + 1;
   const bool has_proj = static_cast<int64_t>(params.size()) ==
       num_layers * (bidirectional ? 2 : 1) * per_direction;
   if (cast_input.scalar_type() != low_precision ||
-      torch_fuses(kDeviceType, Mode::LSTM, has_proj, input)) {
+      torch_fuses(kDeviceType, Mode::LSTM, has_proj, input, lengths)) {
     return {output, hy, cy};
   }
   const auto cell_dtype = carried_dtype(low_precision, cx, input);
@@ -125,7 +132,8 @@ using SimpleOp = std::tuple<Tensor, Tensor> (*)(
     double,
     bool,
     bool,
-    bool);
+    bool,
+    const std::optional<Tensor>&);
 
 constexpr SimpleOp simple_op(Mode mode) {
   return mode == Mode::GRU     ? &gru
@@ -144,7 +152,8 @@ std::tuple<Tensor, Tensor> simple_autocast(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first) {
+    bool batch_first,
+    const std::optional<Tensor>& lengths) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(
       at::autocast::get_autocast_dispatch_key_from_device_type(kDeviceType));
   const auto low_precision = at::autocast::get_autocast_dtype(kDeviceType);
@@ -159,9 +168,10 @@ std::tuple<Tensor, Tensor> simple_autocast(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
   if (kMode != Mode::GRU || cast_input.scalar_type() != low_precision ||
-      torch_fuses(kDeviceType, kMode, /*has_proj=*/false, input)) {
+      torch_fuses(kDeviceType, kMode, /*has_proj=*/false, input, lengths)) {
     return {output, hy};
   }
   const auto hidden_dtype = carried_dtype(low_precision, hx, input);

@@ -30,9 +30,9 @@ bool present(const std::optional<Tensor>& t) {
 
 using BackwardResult = std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>>;
 
-// Arguments of RNNFunction::forward after the tensors; backward returns one
-// (undefined) gradient for each.
-constexpr size_t kNonTensorArgs = 6;
+// Arguments of RNNFunction::forward after the parameters (has_biases ...
+// mode, lengths); backward returns one (undefined) gradient for each.
+constexpr size_t kTrailingArgs = 7;
 
 class RNNFunction : public torch::autograd::Function<RNNFunction> {
  public:
@@ -48,7 +48,8 @@ class RNNFunction : public torch::autograd::Function<RNNFunction> {
       double dropout,
       bool train,
       bool bidirectional,
-      const std::string& mode) {
+      const std::string& mode,
+      const std::optional<Tensor>& lengths) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [output, hy, cy, reserve] = ops::rnn_forward(
         input,
@@ -62,14 +63,16 @@ class RNNFunction : public torch::autograd::Function<RNNFunction> {
         bidirectional,
         /*batch_first=*/false,
         mode,
-        /*need_reserve=*/true);
+        /*need_reserve=*/true,
+        lengths);
     ctx->set_materialize_grads(false);
     std::vector<Tensor> to_save = {
         input,
         present(hx) ? *hx : Tensor(),
         present(cx) ? *cx : Tensor(),
         output,
-        reserve};
+        reserve,
+        present(lengths) ? *lengths : Tensor()};
     to_save.insert(to_save.end(), params.begin(), params.end());
     ctx->save_for_backward(to_save);
     ctx->saved_data["has_biases"] = has_biases;
@@ -93,7 +96,7 @@ class RNNFunction : public torch::autograd::Function<RNNFunction> {
     const bool has_hx = ctx->saved_data["has_hx"].toBool();
     const bool has_cx = ctx->saved_data["has_cx"].toBool();
     const Tensor& input = saved[0];
-    const std::vector<Tensor> params(saved.begin() + 5, saved.end());
+    const std::vector<Tensor> params(saved.begin() + 6, saved.end());
     const size_t num_params = params.size();
 
     // Gradient slots follow the forward arguments; edges only the tensors
@@ -109,7 +112,7 @@ class RNNFunction : public torch::autograd::Function<RNNFunction> {
       need_params = need_params || need_param[i];
     }
 
-    variable_list grads(3 + num_params + kNonTensorArgs);
+    variable_list grads(3 + num_params + kTrailingArgs);
     auto given = [](const Tensor& t) {
       return t.defined() ? std::optional<Tensor>(t) : std::nullopt;
     };
@@ -136,7 +139,8 @@ class RNNFunction : public torch::autograd::Function<RNNFunction> {
         ctx->saved_data["bidirectional"].toBool(),
         /*batch_first=*/false,
         ctx->saved_data["mode"].toStringRef(),
-        {need_input, need_hx, need_cx, need_params});
+        {need_input, need_hx, need_cx, need_params},
+        given(saved[5]));
     if (need_input) {
       grads[0] = grad_input;
     }
@@ -166,7 +170,8 @@ std::tuple<Tensor, Tensor, Tensor> rnn_autograd(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first) {
+    bool batch_first,
+    const std::optional<Tensor>& lengths) {
   // An undefined input goes on to the kernel, whose check names it.
   bool any_requires_grad = (input.defined() && input.requires_grad()) ||
       (present(hx) && hx->requires_grad()) ||
@@ -188,7 +193,8 @@ std::tuple<Tensor, Tensor, Tensor> rnn_autograd(
         bidirectional,
         batch_first,
         mode_name(mode),
-        /*need_reserve=*/false);
+        /*need_reserve=*/false,
+        lengths);
     return {output, hy, cy};
   }
   // Checked here, in the caller's layout, before the transpose: the errors
@@ -205,7 +211,8 @@ std::tuple<Tensor, Tensor, Tensor> rnn_autograd(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
   const Tensor time_major = batch_first ? input.transpose(0, 1) : input;
   auto outs = RNNFunction::apply(
       time_major,
@@ -217,7 +224,8 @@ std::tuple<Tensor, Tensor, Tensor> rnn_autograd(
       dropout,
       train,
       bidirectional,
-      std::string(mode_name(mode)));
+      std::string(mode_name(mode)),
+      lengths);
   Tensor output = batch_first ? outs[0].transpose(0, 1) : outs[0];
   return {output, outs[1], outs[2]};
 }
@@ -232,7 +240,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_autograd(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first) {
+    bool batch_first,
+    const std::optional<Tensor>& lengths) {
   return rnn_autograd(
       Mode::LSTM,
       input,
@@ -244,7 +253,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_autograd(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
 }
 
 template <Mode kMode>
@@ -257,7 +267,8 @@ std::tuple<Tensor, Tensor> simple_autograd(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first) {
+    bool batch_first,
+    const std::optional<Tensor>& lengths) {
   auto [output, hy, cy] = rnn_autograd(
       kMode,
       input,
@@ -269,7 +280,8 @@ std::tuple<Tensor, Tensor> simple_autograd(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
   return {output, hy};
 }
 
@@ -293,7 +305,8 @@ BackwardResult rnn_backward_autograd(
     bool bidirectional,
     bool batch_first,
     c10::string_view mode,
-    std::array<bool, 4> output_mask) {
+    std::array<bool, 4> output_mask,
+    const std::optional<Tensor>& lengths) {
   BackwardResult result = [&] {
     at::AutoDispatchBelowADInplaceOrView guard;
     return ops::rnn_backward(
@@ -313,7 +326,8 @@ BackwardResult rnn_backward_autograd(
         bidirectional,
         batch_first,
         mode,
-        output_mask);
+        output_mask,
+        lengths);
   }();
   if (!torch::autograd::GradMode::is_enabled()) {
     return result;

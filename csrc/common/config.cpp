@@ -3,6 +3,8 @@
 #include <c10/util/irange.h>
 #include <c10/util/safe_numerics.h>
 
+#include <algorithm>
+#include <numeric>
 #include <sstream>
 
 namespace deeprnn {
@@ -92,6 +94,38 @@ void check_state(
   check_like_input(cfg.op_name, name, *state, input);
 }
 
+// Dtype, shape and device of lengths; the values are checked by
+// plan_lengths, where they are read.
+void check_lengths(
+    const SymbolicRNNConfig& checked,
+    const at::Tensor& input,
+    const std::optional<at::Tensor>& lengths) {
+  if (!lengths.has_value() || !lengths->defined()) {
+    return;
+  }
+  const std::string& op = checked.cfg.op_name;
+  TORCH_CHECK(
+      lengths->scalar_type() == at::kLong,
+      op,
+      ": lengths must be an int64 tensor, got ",
+      dtype_str(lengths->scalar_type()));
+  const std::vector<c10::SymInt> expected = {checked.batch};
+  TORCH_CHECK(
+      lengths->sym_sizes() == c10::SymIntArrayRef(expected),
+      op,
+      ": lengths must have shape ",
+      shape_str(expected),
+      " = (batch,), got ",
+      shape_str(lengths->sym_sizes()));
+  TORCH_CHECK(
+      lengths->device().is_cpu() || lengths->device() == input.device(),
+      op,
+      ": lengths must be on the CPU or on the device of input (",
+      input.device(),
+      "), got ",
+      lengths->device());
+}
+
 // A size that must be a plain number (a weight's size): specialised when
 // symbolic.
 int64_t concrete(const c10::SymInt& size) {
@@ -171,7 +205,8 @@ SymbolicRNNConfig check_rnn_args_symbolic(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first) {
+    bool batch_first,
+    const std::optional<at::Tensor>& lengths) {
   SymbolicRNNConfig checked;
   RNNConfig& cfg = checked.cfg;
   cfg.mode = mode;
@@ -392,6 +427,7 @@ SymbolicRNNConfig check_rnn_args_symbolic(
         op,
         ": cx is only used by LSTM, got a tensor");
   }
+  check_lengths(checked, input, lengths);
   return checked;
 }
 
@@ -406,7 +442,8 @@ RNNConfig check_rnn_args(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first) {
+    bool batch_first,
+    const std::optional<at::Tensor>& lengths) {
   SymbolicRNNConfig checked = check_rnn_args_symbolic(
       mode,
       input,
@@ -418,7 +455,8 @@ RNNConfig check_rnn_args(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
   return concrete_config(std::move(checked));
 }
 
@@ -426,6 +464,53 @@ RNNConfig concrete_config(SymbolicRNNConfig&& checked) {
   checked.cfg.seq_len = checked.seq_len.expect_int();
   checked.cfg.batch = checked.batch.expect_int();
   return std::move(checked.cfg);
+}
+
+LengthsPlan plan_lengths(const RNNConfig& cfg, const at::Tensor& lengths) {
+  const int64_t T = cfg.seq_len, B = cfg.batch;
+  TORCH_INTERNAL_ASSERT(
+      lengths.device().is_cpu() && lengths.scalar_type() == at::kLong &&
+      lengths.dim() == 1 && lengths.size(0) == B);
+  const auto values = lengths.accessor<int64_t, 1>();
+  LengthsPlan plan;
+  plan.sorted.resize(B);
+  bool non_increasing = true;
+  for (const auto b : c10::irange(B)) {
+    const int64_t length = values[b];
+    TORCH_CHECK(
+        length >= 1 && length <= T,
+        cfg.op_name,
+        ": lengths must be in 1..seq_len = 1..",
+        T,
+        ", got lengths[",
+        b,
+        "] = ",
+        length);
+    plan.sorted[b] = length;
+    non_increasing = non_increasing && (b == 0 || length <= values[b - 1]);
+  }
+  if (!non_increasing) {
+    plan.order.resize(B);
+    std::iota(plan.order.begin(), plan.order.end(), int64_t{0});
+    std::stable_sort(
+        plan.order.begin(), plan.order.end(), [&](int64_t a, int64_t b) {
+          return values[a] > values[b];
+        });
+    for (const auto i : c10::irange(B)) {
+      plan.sorted[i] = values[plan.order[i]];
+    }
+  }
+  // active[t] = #{b : length_b > t}, a prefix of the sorted batch that
+  // grows as t walks down.
+  plan.active.assign(T + 1, 0);
+  int64_t running = 0;
+  for (int64_t t = T - 1; t >= 0; --t) {
+    while (running < B && plan.sorted[running] > t) {
+      ++running;
+    }
+    plan.active[t] = running;
+  }
+  return plan;
 }
 
 namespace {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace deeprnn {
 
@@ -68,7 +69,8 @@ RNNConfig check_rnn_args(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first);
+    bool batch_first,
+    const std::optional<at::Tensor>& lengths = std::nullopt);
 
 // The same checks on sizes that may be symbolic (fake tensors under
 // torch.compile and torch.export with dynamic shapes): T and B stay symbolic
@@ -92,7 +94,8 @@ SymbolicRNNConfig check_rnn_args_symbolic(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first);
+    bool batch_first,
+    const std::optional<at::Tensor>& lengths = std::nullopt);
 
 // The checked config of real (not symbolic) tensors: T and B as numbers.
 RNNConfig concrete_config(SymbolicRNNConfig&& checked);
@@ -110,6 +113,25 @@ void check_backward_args(
     const std::optional<at::Tensor>& grad_output,
     const std::optional<at::Tensor>& grad_hy,
     const std::optional<at::Tensor>& grad_cy);
+
+// Variable lengths (DESIGN.md §2). The kernels run the batch sorted by
+// decreasing length (a stable sort, so equal lengths keep their order):
+// the sequences still running at step t are then the first active[t] rows,
+// and a step only works on those rows, in both directions. Lengths that are
+// already non-increasing need no permutation (`order` is empty).
+struct LengthsPlan {
+  std::vector<int64_t> order; // sorted row i is the caller's row order[i]
+  std::vector<int64_t> sorted; // [B] the lengths in the sorted order
+  std::vector<int64_t> active; // [T + 1] rows running at step t; active[T]=0
+  bool permuted() const {
+    return !order.empty();
+  }
+};
+
+// Checks the values of `lengths` (int64 [B] on the CPU, already checked for
+// dtype and shape by check_rnn_args): each must be in 1..T. The error names
+// the op, the first bad entry and its value.
+LengthsPlan plan_lengths(const RNNConfig& cfg, const at::Tensor& lengths);
 
 // torch.nn's name of flat parameter `index`, e.g. "weight_hh_l1_reverse".
 std::string param_name(const RNNConfig& cfg, int64_t index);

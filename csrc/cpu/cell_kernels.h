@@ -18,6 +18,10 @@ struct Rows {
   T* row(int64_t b) const {
     return data + b * stride;
   }
+  // The rows from `first` on (empty stays empty).
+  Rows from(int64_t first) const {
+    return {data ? data + first * stride : nullptr, stride};
+  }
   explicit operator bool() const {
     return data != nullptr;
   }

@@ -120,16 +120,18 @@ PackedWeight::PackedWeight(const at::Tensor& weight, int64_t m, bool transpose)
 }
 
 void PackedWeight::multiply(
+    int64_t rows,
     const float* a,
     int64_t lda,
     float* c,
     int64_t ldc,
     float beta) const {
+  TORCH_INTERNAL_ASSERT(rows >= 1 && rows <= m_);
   api().compute(
       kRowMajor,
       kNoTrans,
       kPacked,
-      as_int(m_),
+      as_int(rows),
       as_int(n_),
       as_int(k_),
       a,

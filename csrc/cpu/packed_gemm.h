@@ -28,9 +28,16 @@ class PackedWeight {
   // `transpose`, else W itself for W [k, n].
   PackedWeight(const at::Tensor& weight, int64_t m, bool transpose);
 
-  // c[m, n] = a[m, k] @ op(W) + beta * c; rows of a and c at lda and ldc.
-  void multiply(const float* a, int64_t lda, float* c, int64_t ldc, float beta)
-      const;
+  // c[rows, n] = a[rows, k] @ op(W) + beta * c for rows <= m (the packed
+  // layout of W depends on n and k only; variable lengths shrink the batch
+  // step by step); rows of a and c at lda and ldc.
+  void multiply(
+      int64_t rows,
+      const float* a,
+      int64_t lda,
+      float* c,
+      int64_t ldc,
+      float beta) const;
 
  private:
   at::Tensor storage_; // MKL's packed layout, opaque bytes

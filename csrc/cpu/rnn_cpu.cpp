@@ -33,6 +33,47 @@ namespace {
 
 using at::Tensor;
 
+bool present(const std::optional<Tensor>& t) {
+  return t.has_value() && t->defined();
+}
+
+// Moves tensors between the caller's batch order and the kernels' order
+// (rows sorted by decreasing length, see LengthsPlan). Without lengths, or
+// with lengths already sorted, both are the identity.
+class BatchOrder {
+ public:
+  explicit BatchOrder(const std::optional<LengthsPlan>& plan) {
+    if (plan.has_value() && plan->permuted()) {
+      const auto& order = plan->order;
+      std::vector<int64_t> inverse(order.size());
+      for (const auto i : c10::irange(order.size())) {
+        inverse[order[i]] = static_cast<int64_t>(i);
+      }
+      to_sorted_ = at::tensor(order, at::kLong);
+      to_caller_ = at::tensor(inverse, at::kLong);
+    }
+  }
+
+  // t with its batch dimension `dim` in the kernels' order; contiguous.
+  Tensor sorted(const Tensor& t, int64_t dim) const {
+    return to_sorted_.defined() ? t.index_select(dim, to_sorted_)
+                                : t.contiguous();
+  }
+
+  // t (in the kernels' order) with its batch dimension back in the caller's.
+  Tensor to_caller(const Tensor& t, int64_t dim) const {
+    return to_caller_.defined() ? t.index_select(dim, to_caller_) : t;
+  }
+
+  bool permuted() const {
+    return to_sorted_.defined();
+  }
+
+ private:
+  Tensor to_sorted_; // [B] int64
+  Tensor to_caller_; // [B] int64
+};
+
 // The parameters of one layer and direction, contiguous.
 struct CellParams {
   Tensor w_ih; // [G*H, I_l]
@@ -222,8 +263,8 @@ std::vector<std::optional<cpu::PackedWeight>> packed_weights(
 }
 
 // out = a @ (packed weight of direction d) + beta * out when a packed weight
-// exists; returns false (and does nothing) otherwise. a, out: [B, *] rows
-// with unit column stride.
+// exists; returns false (and does nothing) otherwise. a, out: [rows, *]
+// with unit column stride, rows <= B.
 bool multiply_packed(
     const std::vector<std::optional<cpu::PackedWeight>>& packed,
     int64_t d,
@@ -234,6 +275,7 @@ bool multiply_packed(
     return false;
   }
   packed[d]->multiply(
+      a.size(0),
       a.data_ptr<float>(),
       a.stride(0),
       out.data_ptr<float>(),
@@ -260,7 +302,8 @@ void forward_layer(
     const LayerReserve& saved, // pieces of the reserve, or undefined
     const Tensor& y, // [T, B, D*P] out: the layer output
     const Tensor& hy, // [L*D, B, P] out
-    const Tensor& cy) { // [L*D, B, H] out (LSTM)
+    const Tensor& cy, // [L*D, B, H] out (LSTM)
+    const LengthsPlan* plan) { // null without lengths
   const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
   const int64_t H = cfg.hidden_size, P = cfg.proj_size, G = cfg.gates;
   const auto opts = layer_input.options();
@@ -348,16 +391,63 @@ void forward_layer(
         gates_ptr + (d * chunk_steps + offset) * B * G * H, G * H};
   };
 
+  // Rows still running at step t: a prefix of the batch, which the kernels
+  // hold sorted by decreasing length (see LengthsPlan).
+  auto active = [&](int64_t t) {
+    return plan != nullptr ? plan->active[t] : (t < T ? B : 0);
+  };
+
   auto direction_step = [&](int64_t step, int64_t d) {
     const CellParams& p = cells[layer * D + d];
     const int64_t t = d == 0 ? step : T - 1 - step;
     const int64_t t_prev = d == 0 ? t - 1 : t + 1;
-    const Tensor h_prev = step == 0 ? h0.select(0, layer * D + d)
-                                    : y.select(0, t_prev).narrow(1, d * P, P);
-    Tensor recurrent_d = recurrent.select(0, d);
-    if (!multiply_packed(packed_hh, d, h_prev, recurrent_d, 0.0f)) {
-      at::cpu::mm_out(recurrent_d, h_prev, w_hh_t[d]);
+    const int64_t rows = active(t);
+    // Rows [0, resumed) go on from step t_prev; rows [resumed, rows) start
+    // here from h0 (and c0): every row at the first step, and in the reverse
+    // direction the sequences whose last valid step is t.
+    const int64_t resumed = step == 0 ? 0 : std::min(rows, active(t_prev));
+    // Rows [finished, rows) end here and hand their state to hy (and cy).
+    const int64_t finished =
+        d == 0 ? active(t + 1) : (step == T - 1 ? 0 : rows);
+    if (rows < B) {
+      // Finished sequences output zeros; the hidden states before the
+      // projection are zeroed too, because backward's dW_hr GEMM reads
+      // every row.
+      y.select(0, t).narrow(0, rows, B - rows).narrow(1, d * P, P).zero_();
+      if (saved.hidden.defined()) {
+        saved.hidden.select(0, t)
+            .narrow(0, rows, B - rows)
+            .narrow(1, d * H, H)
+            .zero_();
+      }
     }
+    if (rows == 0) {
+      return;
+    }
+    // Calls f(begin, end, from_initial) for the resumed and the starting
+    // rows (each range only when not empty).
+    auto for_each_range = [&](const auto& f) {
+      if (resumed > 0) {
+        f(int64_t{0}, resumed, false);
+      }
+      if (rows > resumed) {
+        f(resumed, rows, true);
+      }
+    };
+
+    const Tensor h_initial = h0.select(0, layer * D + d); // [B, P]
+    const Tensor h_resumed = resumed > 0
+        ? y.select(0, t_prev).narrow(1, d * P, P)
+        : Tensor(); // [B, P]
+    Tensor recurrent_d = recurrent.select(0, d);
+    for_each_range([&](int64_t begin, int64_t end, bool from_initial) {
+      const Tensor h_prev =
+          (from_initial ? h_initial : h_resumed).narrow(0, begin, end - begin);
+      Tensor out = recurrent_d.narrow(0, begin, end - begin);
+      if (!multiply_packed(packed_hh, d, h_prev, out, 0.0f)) {
+        at::cpu::mm_out(out, h_prev, w_hh_t[d]);
+      }
+    });
 
     const scalar_t* bias_x_d = bias_x.data_ptr<scalar_t>() + d * G * H;
     const cpu::Rows<scalar_t> step_gates = gate_rows(t, d);
@@ -367,22 +457,19 @@ void forward_layer(
 
     switch (cfg.mode) {
       case Mode::LSTM: {
-        cpu::Rows<const scalar_t> c_prev;
+        const cpu::Rows<const scalar_t> c_initial{
+            c0.select(0, layer * D + d).data_ptr<scalar_t>(), H};
+        cpu::Rows<const scalar_t> c_resumed;
         cpu::Rows<scalar_t> c_out;
         if (saved.cells.defined()) {
           scalar_t* c_ptr = saved.cells.data_ptr<scalar_t>();
           c_out = {c_ptr + (t * B) * D * H + d * H, D * H};
-          c_prev = step == 0
-              ? cpu::Rows<
-                    const scalar_t>{c0.select(0, layer * D + d).data_ptr<scalar_t>(), H}
-              : cpu::Rows<const scalar_t>{
-                    c_ptr + (t_prev * B) * D * H + d * H, D * H};
+          if (resumed > 0) {
+            c_resumed = {c_ptr + (t_prev * B) * D * H + d * H, D * H};
+          }
         } else {
           c_out = {cell_state.data_ptr<scalar_t>() + d * H, D * H};
-          c_prev = step == 0
-              ? cpu::Rows<
-                    const scalar_t>{c0.select(0, layer * D + d).data_ptr<scalar_t>(), H}
-              : cpu::as_const(c_out);
+          c_resumed = cpu::as_const(c_out);
         }
         cpu::Rows<scalar_t> pre_projection = h_out;
         if (cfg.has_proj) {
@@ -392,34 +479,38 @@ void forward_layer(
               : cpu::Rows<scalar_t>{
                     hidden_scratch.data_ptr<scalar_t>() + d * H, D * H};
         }
-        cpu::lstm_cell_forward<scalar_t>(
-            B,
-            H,
-            step_gates,
-            step_recurrent,
-            bias_x_d,
-            c_prev,
-            c_out,
-            pre_projection);
+        for_each_range([&](int64_t begin, int64_t end, bool from_initial) {
+          cpu::lstm_cell_forward<scalar_t>(
+              end - begin,
+              H,
+              step_gates.from(begin),
+              step_recurrent.from(begin),
+              bias_x_d,
+              (from_initial ? c_initial : c_resumed).from(begin),
+              c_out.from(begin),
+              pre_projection.from(begin));
+        });
         if (cfg.has_proj) {
           const Tensor& hidden_all = saved.hidden.defined()
               ? saved.hidden.select(0, t)
               : hidden_scratch;
-          Tensor y_t = y.select(0, t).narrow(1, d * P, P);
-          at::cpu::mm_out(y_t, hidden_all.narrow(1, d * H, H), p.w_hr.t());
+          Tensor y_t = y.select(0, t).narrow(1, d * P, P).narrow(0, 0, rows);
+          at::cpu::mm_out(
+              y_t,
+              hidden_all.narrow(1, d * H, H).narrow(0, 0, rows),
+              p.w_hr.t());
         }
-        if (step == T - 1) {
+        if (finished < rows) {
+          const Tensor& c_all =
+              saved.cells.defined() ? saved.cells.select(0, t) : cell_state;
           cy.select(0, layer * D + d)
-              .copy_(
-                  saved.cells.defined()
-                      ? saved.cells.select(0, t).narrow(1, d * H, H)
-                      : cell_state.narrow(1, d * H, H));
+              .narrow(0, finished, rows - finished)
+              .copy_(c_all.narrow(1, d * H, H)
+                         .narrow(0, finished, rows - finished));
         }
         break;
       }
       case Mode::GRU: {
-        cpu::Rows<const scalar_t> h_prev_rows{
-            h_prev.data_ptr<scalar_t>(), h_prev.stride(0)};
         cpu::Rows<scalar_t> hn_out;
         if (saved.cells.defined()) {
           hn_out = {
@@ -427,22 +518,27 @@ void forward_layer(
               D * H};
         }
         const scalar_t* b_hn = bias_hn.data_ptr<scalar_t>() + d * H;
-        cpu::gru_cell_forward<scalar_t>(
-            B,
-            H,
-            step_gates,
-            step_recurrent,
-            bias_x_d,
-            b_hn,
-            h_prev_rows,
-            hn_out,
-            h_out);
+        for_each_range([&](int64_t begin, int64_t end, bool from_initial) {
+          const Tensor& h_prev = from_initial ? h_initial : h_resumed;
+          const cpu::Rows<const scalar_t> h_prev_rows{
+              h_prev.data_ptr<scalar_t>(), h_prev.stride(0)};
+          cpu::gru_cell_forward<scalar_t>(
+              end - begin,
+              H,
+              step_gates.from(begin),
+              step_recurrent.from(begin),
+              bias_x_d,
+              b_hn,
+              h_prev_rows.from(begin),
+              hn_out.from(begin),
+              h_out.from(begin));
+        });
         break;
       }
       case Mode::RNN_TANH:
       case Mode::RNN_RELU:
         cpu::rnn_cell_forward<scalar_t>(
-            B,
+            rows,
             H,
             relu,
             cpu::as_const(step_gates),
@@ -451,8 +547,12 @@ void forward_layer(
             h_out);
         break;
     }
-    if (step == T - 1) {
-      hy.select(0, layer * D + d).copy_(y.select(0, t).narrow(1, d * P, P));
+    if (finished < rows) {
+      hy.select(0, layer * D + d)
+          .narrow(0, finished, rows - finished)
+          .copy_(y.select(0, t)
+                     .narrow(1, d * P, P)
+                     .narrow(0, finished, rows - finished));
     }
   };
   for (const auto step : c10::irange(T)) {
@@ -477,7 +577,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_cpu(
     bool bidirectional,
     bool batch_first,
     c10::string_view mode,
-    bool need_reserve) {
+    bool need_reserve,
+    const std::optional<Tensor>& lengths) {
   const RNNConfig cfg = check_rnn_args(
       parse_mode(mode),
       input,
@@ -489,11 +590,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_cpu(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
   const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
   const int64_t L = cfg.num_layers, H = cfg.hidden_size, P = cfg.proj_size;
   const auto opts = input.options();
+  const std::optional<LengthsPlan> plan = present(lengths)
+      ? std::make_optional(plan_lengths(cfg, lengths->contiguous()))
+      : std::nullopt;
+  const BatchOrder order(plan);
 
+  // Computed in the kernels' batch order, restored at the end.
   Tensor output = at::empty({T, B, D * P}, opts);
   Tensor hy = at::empty({L * D, B, P}, opts);
   Tensor cy = cfg.mode == Mode::LSTM ? at::empty({L * D, B, H}, opts)
@@ -502,16 +609,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_cpu(
   const auto saved = split_reserve(cfg, reserve);
 
   if (B > 0) {
-    const Tensor h0 = hx.has_value() && hx->defined()
-        ? hx->contiguous()
-        : at::zeros({L * D, B, P}, opts);
-    const Tensor c0 = cfg.mode != Mode::LSTM
-        ? Tensor()
-        : (cx.has_value() && cx->defined() ? cx->contiguous()
-                                           : at::zeros({L * D, B, H}, opts));
+    const Tensor h0 =
+        present(hx) ? order.sorted(*hx, 1) : at::zeros({L * D, B, P}, opts);
+    const Tensor c0 = cfg.mode != Mode::LSTM ? Tensor()
+        : present(cx)                        ? order.sorted(*cx, 1)
+                                             : at::zeros({L * D, B, H}, opts);
     const auto cells = unpack_params(cfg, params);
     Tensor layer_input =
-        (batch_first ? input.transpose(0, 1) : input).contiguous();
+        order.sorted(batch_first ? input.transpose(0, 1) : input, 1);
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kBFloat16, at::kHalf, input.scalar_type(), "deeprnn_forward", [&] {
           for (const auto l : c10::irange(L)) {
@@ -520,7 +625,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_cpu(
                 : saved[l].output.defined() ? saved[l].output
                                             : at::empty({T, B, D * P}, opts);
             forward_layer<scalar_t>(
-                cfg, cells, l, layer_input, h0, c0, saved[l], y, hy, cy);
+                cfg,
+                cells,
+                l,
+                layer_input,
+                h0,
+                c0,
+                saved[l],
+                y,
+                hy,
+                cy,
+                plan ? &*plan : nullptr);
             if (!last) {
               if (cfg.uses_dropout()) {
                 Tensor mask = saved[l].mask.defined()
@@ -534,6 +649,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_cpu(
           }
         });
   }
+  output = order.to_caller(output, 1);
+  hy = order.to_caller(hy, 1);
+  if (cfg.mode == Mode::LSTM) {
+    cy = order.to_caller(cy, 1);
+  }
   if (batch_first) {
     output = output.transpose(0, 1);
   }
@@ -542,6 +662,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_cpu(
 
 // ---------------------------------------------------------------------------
 // Backward
+
+// Rows of a [T*B, *] view at each sorted sequence's last valid step
+// (t = length - 1), where the reverse direction starts.
+Tensor reverse_start_rows(
+    const LengthsPlan& plan,
+    int64_t batch,
+    const at::TensorOptions& opts) {
+  std::vector<int64_t> rows(batch);
+  for (const auto b : c10::irange(batch)) {
+    rows[b] = (plan.sorted[b] - 1) * batch + b;
+  }
+  return at::tensor(rows, opts.dtype(at::kLong));
+}
 
 template <typename scalar_t>
 void backward_layer(
@@ -561,7 +694,8 @@ void backward_layer(
     Tensor& dx, // out: [T, B, I_l] if need_input_grad
     const Tensor& dhx, // out: [L*D, B, P] or undefined
     const Tensor& dcx, // out: [L*D, B, H] or undefined
-    std::vector<Tensor>& dparams) { // out, flat like params
+    std::vector<Tensor>& dparams, // out, flat like params
+    const LengthsPlan* plan) { // null without lengths
   const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
   const int64_t H = cfg.hidden_size, P = cfg.proj_size, G = cfg.gates;
   const auto opts = y.options();
@@ -603,17 +737,60 @@ void backward_layer(
   // dh_{t-1} = dG_t W_hh: W_hh packed once for all T steps (MKL, float).
   const auto packed_hh = packed_weights<scalar_t>(cfg, cells, layer, false);
 
+  // Rows still running at step t (a prefix of the sorted batch).
+  auto active = [&](int64_t t) {
+    return plan != nullptr ? plan->active[t] : (t < T ? B : 0);
+  };
+
   auto direction_step = [&](int64_t step, int64_t d) {
     const CellParams& p = cells[layer * D + d];
     // Backward visits the steps in the opposite order of forward.
     const int64_t t = d == 0 ? T - 1 - step : step;
     const bool first_in_forward = d == 0 ? t == 0 : t == T - 1;
     const int64_t t_prev = d == 0 ? t - 1 : t + 1;
-    const Tensor h_prev = first_in_forward
-        ? h0.select(0, layer * D + d)
-        : y.select(0, t_prev).narrow(1, d * P, P);
-    const cpu::Rows<const scalar_t> h_prev_rows{
-        h_prev.data_ptr<scalar_t>(), h_prev.stride(0)};
+    const int64_t rows = active(t);
+    // As in forward: rows [0, resumed) read step t_prev's state, rows
+    // [resumed, rows) read h0 (and c0).
+    const int64_t resumed =
+        first_in_forward ? 0 : std::min(rows, active(t_prev));
+    if (rows < B) {
+      // Finished sequences get no gradient here, and the weight-gradient
+      // GEMMs after the loop read every row.
+      dgates_x.select(0, t)
+          .narrow(0, rows, B - rows)
+          .narrow(1, d * G * H, G * H)
+          .zero_();
+      if (gru) {
+        dgates_h.select(0, t)
+            .narrow(0, rows, B - rows)
+            .narrow(1, d * G * H, G * H)
+            .zero_();
+      }
+      if (cfg.has_proj) {
+        dh_total.select(0, t)
+            .narrow(0, rows, B - rows)
+            .narrow(1, d * P, P)
+            .zero_();
+      }
+    }
+    if (rows == 0) {
+      return;
+    }
+    auto for_each_range = [&](const auto& f) {
+      if (resumed > 0) {
+        f(int64_t{0}, resumed, false);
+      }
+      if (rows > resumed) {
+        f(resumed, rows, true);
+      }
+    };
+
+    const Tensor h_initial = h0.select(0, layer * D + d); // [B, P]
+    const cpu::Rows<const scalar_t> h_initial_rows{
+        h_initial.data_ptr<scalar_t>(), h_initial.stride(0)};
+    const cpu::Rows<const scalar_t> h_resumed_rows = resumed > 0
+        ? cpu::as_const(at_step(y, t_prev, d, P, y_row))
+        : cpu::Rows<const scalar_t>{};
     const auto dy_t = cpu::as_const(at_step(dy, t, d, P, y_row));
     Tensor carry_d = dh_carry.select(0, d); // [B, P]
     const cpu::Rows<scalar_t> carry_rows{carry_d.data_ptr<scalar_t>(), P};
@@ -624,41 +801,40 @@ void backward_layer(
 
     switch (cfg.mode) {
       case Mode::LSTM: {
-        const cpu::Rows<const scalar_t> c_prev = first_in_forward
-            ? cpu::Rows<
-                  const scalar_t>{c0.select(0, layer * D + d).data_ptr<scalar_t>(), H}
-            : cpu::as_const(at_step(saved.cells, t_prev, d, H, cell_row));
+        const cpu::Rows<const scalar_t> c_initial{
+            c0.select(0, layer * D + d).data_ptr<scalar_t>(), H};
+        const cpu::Rows<const scalar_t> c_resumed = resumed > 0
+            ? cpu::as_const(at_step(saved.cells, t_prev, d, H, cell_row))
+            : cpu::Rows<const scalar_t>{};
         const auto c_t = cpu::as_const(at_step(saved.cells, t, d, H, cell_row));
         const cpu::Rows<scalar_t> dc_rows{
             dc_carry.select(0, d).data_ptr<scalar_t>(), H};
+        cpu::Rows<const scalar_t> dh_rows = dy_t;
+        cpu::Rows<const scalar_t> dh_carry_rows = cpu::as_const(carry_rows);
         if (cfg.has_proj) {
           const auto total = at_step(dh_total, t, d, P, y_row);
-          cpu::add_rows<scalar_t>(B, P, dy_t, cpu::as_const(carry_rows), total);
-          Tensor dh_pre_d = dh_pre_projection.select(0, d);
+          cpu::add_rows<scalar_t>(
+              rows, P, dy_t, cpu::as_const(carry_rows), total);
+          Tensor dh_pre_d = dh_pre_projection.select(0, d).narrow(0, 0, rows);
           at::cpu::mm_out(
-              dh_pre_d, dh_total.select(0, t).narrow(1, d * P, P), p.w_hr);
-          cpu::lstm_cell_backward<scalar_t>(
-              B,
-              H,
-              gates_t,
-              c_t,
-              c_prev,
-              {dh_pre_d.data_ptr<scalar_t>(), H},
-              {},
-              dc_rows,
-              dgx_t);
-        } else {
-          cpu::lstm_cell_backward<scalar_t>(
-              B,
-              H,
-              gates_t,
-              c_t,
-              c_prev,
-              dy_t,
-              cpu::as_const(carry_rows),
-              dc_rows,
-              dgx_t);
+              dh_pre_d,
+              dh_total.select(0, t).narrow(1, d * P, P).narrow(0, 0, rows),
+              p.w_hr);
+          dh_rows = {dh_pre_d.data_ptr<scalar_t>(), H};
+          dh_carry_rows = {};
         }
+        for_each_range([&](int64_t begin, int64_t end, bool from_initial) {
+          cpu::lstm_cell_backward<scalar_t>(
+              end - begin,
+              H,
+              gates_t.from(begin),
+              c_t.from(begin),
+              (from_initial ? c_initial : c_resumed).from(begin),
+              dh_rows.from(begin),
+              dh_carry_rows.from(begin),
+              dc_rows.from(begin),
+              dgx_t.from(begin));
+        });
         break;
       }
       case Mode::GRU: {
@@ -666,23 +842,25 @@ void backward_layer(
             cpu::as_const(at_step(saved.cells, t, d, H, cell_row));
         // Writes the direct part z * dh into the carry; the GEMM below
         // adds the part through W_hh.
-        cpu::gru_cell_backward<scalar_t>(
-            B,
-            H,
-            gates_t,
-            hn_t,
-            h_prev_rows,
-            dy_t,
-            cpu::as_const(carry_rows),
-            dgx_t,
-            dgh_t,
-            carry_rows);
+        for_each_range([&](int64_t begin, int64_t end, bool from_initial) {
+          cpu::gru_cell_backward<scalar_t>(
+              end - begin,
+              H,
+              gates_t.from(begin),
+              hn_t.from(begin),
+              (from_initial ? h_initial_rows : h_resumed_rows).from(begin),
+              dy_t.from(begin),
+              cpu::as_const(carry_rows).from(begin),
+              dgx_t.from(begin),
+              dgh_t.from(begin),
+              carry_rows.from(begin));
+        });
         break;
       }
       case Mode::RNN_TANH:
       case Mode::RNN_RELU:
         cpu::rnn_cell_backward<scalar_t>(
-            B,
+            rows,
             H,
             relu,
             cpu::as_const(at_step(y, t, d, P, y_row)),
@@ -691,14 +869,17 @@ void backward_layer(
             dgx_t);
         break;
     }
-    const Tensor dgh_step = dgates_h.select(0, t).narrow(1, d * G * H, G * H);
+    const Tensor dgh_step =
+        dgates_h.select(0, t).narrow(1, d * G * H, G * H).narrow(0, 0, rows);
+    Tensor carry_active = carry_d.narrow(0, 0, rows);
     // GRU's carry already holds the direct part z * dh: accumulate onto it.
-    if (multiply_packed(packed_hh, d, dgh_step, carry_d, gru ? 1.0f : 0.0f)) {
+    if (multiply_packed(
+            packed_hh, d, dgh_step, carry_active, gru ? 1.0f : 0.0f)) {
       // done
     } else if (gru) {
-      at::cpu::addmm_out(carry_d, carry_d, dgh_step, p.w_hh);
+      at::cpu::addmm_out(carry_active, carry_active, dgh_step, p.w_hh);
     } else {
-      at::cpu::mm_out(carry_d, dgh_step, p.w_hh);
+      at::cpu::mm_out(carry_active, dgh_step, p.w_hh);
     }
   };
   for (const auto step : c10::irange(T)) {
@@ -738,10 +919,18 @@ void backward_layer(
                                 .narrow(2, d * P, P)
                                 .view({(T - 1) * B, P});
       at::cpu::mm_out(dparams[base + 1], dgh_rest.t(), h_rest);
+      // With lengths, the reverse direction reads h0 at each sequence's
+      // last valid step: gather those rows of dG_h (in the GEMM above they
+      // met the zeros that y holds past a sequence's end).
+      const Tensor dgh_first = d == 1 && plan != nullptr
+          ? dgates_h.view({T * B, D * G * H})
+                .index_select(0, reverse_start_rows(*plan, B, opts))
+                .narrow(1, G * H, G * H)
+          : dgates_h.select(0, first).narrow(1, d * G * H, G * H);
       at::cpu::addmm_out(
           dparams[base + 1],
           dparams[base + 1],
-          dgates_h.select(0, first).narrow(1, d * G * H, G * H).t(),
+          dgh_first.t(),
           h0.select(0, layer * D + d));
       if (cfg.has_biases) {
         at::sum_out(dparams[base + 2], dgx_d, {0});
@@ -785,7 +974,8 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_cpu(
     bool bidirectional,
     bool batch_first,
     c10::string_view mode,
-    std::array<bool, 4> output_mask) {
+    std::array<bool, 4> output_mask,
+    const std::optional<Tensor>& lengths) {
   SymbolicRNNConfig checked = check_rnn_args_symbolic(
       parse_mode(mode),
       input,
@@ -797,21 +987,26 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_cpu(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
   check_backward_args(
       checked, input, output, reserve, grad_output, grad_hy, grad_cy);
   const RNNConfig cfg = concrete_config(std::move(checked));
   const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
   const int64_t L = cfg.num_layers, H = cfg.hidden_size, P = cfg.proj_size;
   const auto opts = input.options();
+  const std::optional<LengthsPlan> plan = present(lengths)
+      ? std::make_optional(plan_lengths(cfg, lengths->contiguous()))
+      : std::nullopt;
+  const BatchOrder order(plan);
 
-  const bool has_hx = hx.has_value() && hx->defined();
-  const bool has_cx = cx.has_value() && cx->defined();
   const bool lstm = cfg.mode == Mode::LSTM;
+  // grad_hx and grad_cx are computed in the kernels' batch order.
   Tensor grad_input = at::empty({0}, opts);
-  Tensor grad_hx = output_mask[1] && has_hx ? at::empty({L * D, B, P}, opts)
-                                            : at::empty({0}, opts);
-  Tensor grad_cx = output_mask[2] && has_cx && lstm
+  Tensor grad_hx = output_mask[1] && present(hx)
+      ? at::empty({L * D, B, P}, opts)
+      : at::empty({0}, opts);
+  Tensor grad_cx = output_mask[2] && present(cx) && lstm
       ? at::empty({L * D, B, H}, opts)
       : at::empty({0}, opts);
   std::vector<Tensor> grad_params;
@@ -835,20 +1030,33 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_cpu(
   }
 
   auto time_major = [&](const std::optional<Tensor>& t) {
-    if (!t.has_value() || !t->defined()) {
+    if (!present(t)) {
       return at::zeros({T, B, D * P}, opts);
     }
-    return (batch_first ? t->transpose(0, 1) : *t).contiguous();
+    return order.sorted(batch_first ? t->transpose(0, 1) : *t, 1);
   };
   auto state_or_zeros = [&](const std::optional<Tensor>& t, int64_t width) {
-    if (!t.has_value() || !t->defined()) {
+    if (!present(t)) {
       return at::zeros({L * D, B, width}, opts);
     }
-    return t->contiguous();
+    return order.sorted(*t, 1);
   };
-  const Tensor x = (batch_first ? input.transpose(0, 1) : input).contiguous();
-  const Tensor y_last =
-      (batch_first ? output.transpose(0, 1) : output).contiguous();
+  Tensor x = order.sorted(batch_first ? input.transpose(0, 1) : input, 1);
+  if (plan.has_value() && output_mask[3]) {
+    // dW_ih = dG^T x runs over every row, padding included, where dG is 0:
+    // zero the padding of (a copy of) x so that whatever the caller left
+    // there (even inf or NaN) cannot leak into the sum.
+    if (!order.permuted()) {
+      x = x.clone();
+    }
+    for (const auto t : c10::irange(T)) {
+      const int64_t rows = plan->active[t];
+      if (rows < B) {
+        x.select(0, t).narrow(0, rows, B - rows).zero_();
+      }
+    }
+  }
+  const Tensor y_last = time_major(output);
   const Tensor h0 = state_or_zeros(hx, P);
   const Tensor c0 = lstm ? state_or_zeros(cx, H) : Tensor();
   const Tensor dhy = state_or_zeros(grad_hy, P);
@@ -887,14 +1095,24 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_cpu(
               dx,
               dhx_all,
               dcx_all,
-              grad_params);
+              grad_params,
+              plan ? &*plan : nullptr);
           if (l > 0) {
             dy = cfg.uses_dropout() ? dx * saved[l - 1].mask : dx;
           } else if (output_mask[0]) {
-            grad_input = batch_first ? dx.transpose(0, 1) : dx;
+            grad_input = order.to_caller(dx, 1);
+            if (batch_first) {
+              grad_input = grad_input.transpose(0, 1);
+            }
           }
         }
       });
+  if (grad_hx.numel()) {
+    grad_hx = order.to_caller(grad_hx, 1);
+  }
+  if (grad_cx.numel()) {
+    grad_cx = order.to_caller(grad_cx, 1);
+  }
   return {grad_input, grad_hx, grad_cx, grad_params};
 }
 

@@ -12,6 +12,14 @@
 //   params per layer, per direction: w_ih (G*H, I_l), w_hh (G*H, P),
 //          [b_ih (G*H), b_hh (G*H)], [w_hr (P, H)]; exactly
 //          torch.nn.LSTM._flat_weights. G = 4 (LSTM), 3 (GRU), 1 (RNN).
+//   lengths (B) int64, optional: sequence b has lengths[b] valid steps
+//          (1..T, any order; no sorting needed). Past its end a sequence's
+//          state stays unchanged and its output is zero; hy/cy hold the
+//          state at its last valid step; the reverse direction starts at
+//          its last valid step; padded input is ignored (zero gradient).
+//          This is torch.nn's PackedSequence without the packing. lengths
+//          may live on the CPU or on the input's device; on the CPU the
+//          kernels read it without a device synchronisation.
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
@@ -36,7 +44,8 @@ DEEPRNN_API std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first);
+    bool batch_first,
+    const std::optional<at::Tensor>& lengths = std::nullopt);
 
 // Returns (output, hy).
 DEEPRNN_API std::tuple<at::Tensor, at::Tensor> gru(
@@ -48,7 +57,8 @@ DEEPRNN_API std::tuple<at::Tensor, at::Tensor> gru(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first);
+    bool batch_first,
+    const std::optional<at::Tensor>& lengths = std::nullopt);
 
 DEEPRNN_API std::tuple<at::Tensor, at::Tensor> rnn_tanh(
     const at::Tensor& input,
@@ -59,7 +69,8 @@ DEEPRNN_API std::tuple<at::Tensor, at::Tensor> rnn_tanh(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first);
+    bool batch_first,
+    const std::optional<at::Tensor>& lengths = std::nullopt);
 
 DEEPRNN_API std::tuple<at::Tensor, at::Tensor> rnn_relu(
     const at::Tensor& input,
@@ -70,7 +81,8 @@ DEEPRNN_API std::tuple<at::Tensor, at::Tensor> rnn_relu(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first);
+    bool batch_first,
+    const std::optional<at::Tensor>& lengths = std::nullopt);
 
 // Number of elements (of the input's dtype) of the reserve that a training
 // forward keeps for backward. mode is "lstm", "gru", "rnn_tanh" or

@@ -43,7 +43,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_meta(
     bool bidirectional,
     bool batch_first,
     c10::string_view mode,
-    bool need_reserve) {
+    bool need_reserve,
+    const std::optional<Tensor>& lengths) {
   const SymbolicRNNConfig sym = check_rnn_args_symbolic(
       parse_mode(mode),
       input,
@@ -55,7 +56,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_meta(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
   const RNNConfig& cfg = sym.cfg;
   const auto opts = input.options();
   const c10::SymInt reserve = need_reserve ? reserve_numel(sym) : 0;
@@ -84,7 +86,8 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_meta(
     bool bidirectional,
     bool batch_first,
     c10::string_view mode,
-    std::array<bool, 4> output_mask) {
+    std::array<bool, 4> output_mask,
+    const std::optional<Tensor>& lengths) {
   const SymbolicRNNConfig sym = check_rnn_args_symbolic(
       parse_mode(mode),
       input,
@@ -96,7 +99,8 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_meta(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
   check_backward_args(
       sym, input, output, reserve, grad_output, grad_hy, grad_cy);
   const RNNConfig& cfg = sym.cfg;

@@ -30,7 +30,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
     bool bidirectional,
     bool batch_first,
     c10::string_view mode,
-    bool need_reserve);
+    bool need_reserve,
+    const std::optional<at::Tensor>& lengths);
 
 // deeprnn::_rnn_backward -> (grad_input, grad_hx, grad_cx, grad_params)
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>>
@@ -51,7 +52,8 @@ rnn_backward(
     bool bidirectional,
     bool batch_first,
     c10::string_view mode,
-    std::array<bool, 4> output_mask);
+    std::array<bool, 4> output_mask,
+    const std::optional<at::Tensor>& lengths);
 
 } // namespace ops
 } // namespace deeprnn

@@ -25,7 +25,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_no_grad(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first) {
+    bool batch_first,
+    const std::optional<Tensor>& lengths) {
   auto out = ops::rnn_forward(
       input,
       hx,
@@ -38,7 +39,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_no_grad(
       bidirectional,
       batch_first,
       "lstm",
-      /*need_reserve=*/false);
+      /*need_reserve=*/false,
+      lengths);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
@@ -52,7 +54,8 @@ std::tuple<Tensor, Tensor> simple_no_grad(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first) {
+    bool batch_first,
+    const std::optional<Tensor>& lengths) {
   auto out = ops::rnn_forward(
       input,
       hx,
@@ -65,7 +68,8 @@ std::tuple<Tensor, Tensor> simple_no_grad(
       bidirectional,
       batch_first,
       mode_name(kMode),
-      /*need_reserve=*/false);
+      /*need_reserve=*/false,
+      lengths);
   return {std::get<0>(out), std::get<1>(out)};
 }
 
@@ -78,7 +82,8 @@ using SimpleSignature = std::tuple<Tensor, Tensor>(
     double,
     bool,
     bool,
-    bool);
+    bool,
+    const std::optional<Tensor>&);
 
 std::tuple<Tensor, Tensor> call_simple(
     const char* name,
@@ -90,7 +95,8 @@ std::tuple<Tensor, Tensor> call_simple(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first) {
+    bool batch_first,
+    const std::optional<Tensor>& lengths) {
   auto op = c10::Dispatcher::singleton()
                 .findSchemaOrThrow(name, "")
                 .typed<SimpleSignature>();
@@ -103,7 +109,8 @@ std::tuple<Tensor, Tensor> call_simple(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
 }
 
 } // namespace
@@ -118,7 +125,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first) {
+    bool batch_first,
+    const std::optional<Tensor>& lengths) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("deeprnn::lstm", "")
                        .typed<std::tuple<Tensor, Tensor, Tensor>(
@@ -131,7 +139,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm(
                            double,
                            bool,
                            bool,
-                           bool)>();
+                           bool,
+                           const std::optional<Tensor>&)>();
   return op.call(
       input,
       hx,
@@ -142,7 +151,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
 }
 
 std::tuple<Tensor, Tensor> gru(
@@ -154,7 +164,8 @@ std::tuple<Tensor, Tensor> gru(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first) {
+    bool batch_first,
+    const std::optional<Tensor>& lengths) {
   return call_simple(
       "deeprnn::gru",
       input,
@@ -165,7 +176,8 @@ std::tuple<Tensor, Tensor> gru(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
 }
 
 std::tuple<Tensor, Tensor> rnn_tanh(
@@ -177,7 +189,8 @@ std::tuple<Tensor, Tensor> rnn_tanh(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first) {
+    bool batch_first,
+    const std::optional<Tensor>& lengths) {
   return call_simple(
       "deeprnn::rnn_tanh",
       input,
@@ -188,7 +201,8 @@ std::tuple<Tensor, Tensor> rnn_tanh(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
 }
 
 std::tuple<Tensor, Tensor> rnn_relu(
@@ -200,7 +214,8 @@ std::tuple<Tensor, Tensor> rnn_relu(
     double dropout,
     bool train,
     bool bidirectional,
-    bool batch_first) {
+    bool batch_first,
+    const std::optional<Tensor>& lengths) {
   return call_simple(
       "deeprnn::rnn_relu",
       input,
@@ -211,7 +226,8 @@ std::tuple<Tensor, Tensor> rnn_relu(
       dropout,
       train,
       bidirectional,
-      batch_first);
+      batch_first,
+      lengths);
 }
 
 int64_t reserve_size(
@@ -283,7 +299,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward(
     bool bidirectional,
     bool batch_first,
     c10::string_view mode,
-    bool need_reserve) {
+    bool need_reserve,
+    const std::optional<Tensor>& lengths) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("deeprnn::_rnn_forward", "")
                        .typed<decltype(rnn_forward)>();
@@ -299,7 +316,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward(
       bidirectional,
       batch_first,
       mode,
-      need_reserve);
+      need_reserve,
+      lengths);
 }
 
 std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward(
@@ -319,7 +337,8 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward(
     bool bidirectional,
     bool batch_first,
     c10::string_view mode,
-    std::array<bool, 4> output_mask) {
+    std::array<bool, 4> output_mask,
+    const std::optional<Tensor>& lengths) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("deeprnn::_rnn_backward", "")
                        .typed<decltype(rnn_backward)>();
@@ -340,7 +359,8 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward(
       bidirectional,
       batch_first,
       mode,
-      output_mask);
+      output_mask,
+      lengths);
 }
 
 } // namespace ops

@@ -349,7 +349,8 @@ void check_against_reference(const Problem& p) {
            0.0,
            true,
            p.bidirectional,
-           p.batch_first);
+           p.batch_first,
+           /*lengths=*/std::nullopt);
   }
 
   // The reference side; absent states are zeros.
