@@ -276,7 +276,8 @@ using SingleStateOp = std::tuple<at::Tensor, at::Tensor> (*)(
     double,
     bool,
     bool,
-    bool);
+    bool,
+    const std::optional<at::Tensor>&);
 
 // forward of RNN and GRU, whose only state is h.
 std::tuple<torch::Tensor, torch::Tensor> single_state_forward(
@@ -301,7 +302,8 @@ std::tuple<torch::Tensor, torch::Tensor> single_state_forward(
          config.dropout,
          train,
          config.bidirectional,
-         config.batch_first);
+         config.batch_first,
+         /*lengths=*/std::nullopt);
   if (!view.is_batched) {
     output = output.squeeze(view.batch_dim);
     hy = hy.squeeze(1);
