@@ -9,7 +9,6 @@ the module must keep working afterwards.
 import pytest
 import torch
 from torch.nn import Parameter
-from torch.nn.utils.rnn import pack_padded_sequence
 
 import deeprnn
 from deeprnn_test_utils import MODES, OP_NAMES, call, classes, make_pair, module_kwargs, \
@@ -296,16 +295,6 @@ def test_module_unknown_nonlinearity():
             deeprnn.RNN(*args, **kwargs)
         assert str(got.value) == str(expected.value)
         assert "Unknown nonlinearity" in str(got.value)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_module_packed_sequence_is_refused(mode):
-    _, ours, x, _, _ = _setup(mode)
-    packed = pack_padded_sequence(x, torch.tensor([5, 4, 2]))
-    name = {"LSTM": "LSTM", "GRU": "GRU"}.get(mode, "RNN")
-    with pytest.raises(TypeError, match=rf"^deeprnn\.{name}: PackedSequence input needs the "
-                                        r"variable-length support"):
-        ours(packed)
 
 
 # ------------------------------------------------- odd but valid arguments
