@@ -22,6 +22,15 @@ torch, deeprnn, ...) for ``--repeats`` timed runs each, every run on a fresh
 milliseconds and the ratio torch_median / deeprnn_median (above 1 means
 deeprnn is faster).
 
+With ``--lengths spread`` every batch is variable-length: each input gets
+fresh lengths drawn uniformly from ``[T/4, T]`` in random order. deeprnn
+takes the padded batch and the lengths (``lengths=``); torch.nn takes the
+same padded batch through its packed path, ``pack_padded_sequence(x,
+lengths, enforce_sorted=False)`` -> module -> ``pad_packed_sequence``, and
+both return the padded output, so the two sides do the same job from the
+same data. The loss weights only the valid steps (the rest are zero on both
+sides).
+
 "Saved MiB" is the memory that one training forward keeps for backward,
 measured with ``torch.autograd.graph.saved_tensors_hooks``: the bytes of the
 distinct storages saved for backward, not counting the storages of the
@@ -32,6 +41,7 @@ Examples::
     .venv/bin/python scripts/bench.py                       # full grid
     .venv/bin/python scripts/bench.py --quick --rows small-batch,long --modes gru
     .venv/bin/python scripts/bench.py --threads 1 --dtype float64
+    .venv/bin/python scripts/bench.py --lengths spread   # variable lengths
 
 The operators come from ``--lib`` (default: ``$DEEPRNN_LIBRARY``, else
 ``build/libdeeprnn.so``), or from the installed ``deeprnn`` package when no
@@ -49,6 +59,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -244,28 +255,47 @@ def make_reference(row: Row, mode: str, dtype, device):
     return ref.to(device=device, dtype=dtype)
 
 
-def deeprnn_forward(mode: str, row: Row, x, params, train: bool):
+def deeprnn_forward(mode: str, row: Row, batch, params, train: bool):
     """Returns (output, hy[, cy]) from torch.ops.deeprnn.<mode>."""
     op = getattr(torch.ops.deeprnn, MODES[mode][1])
     if MODES[mode][2]:
-        return op(x, None, None, params, True, row.num_layers, 0.0, train,
-                  row.bidirectional, False)
-    return op(x, None, params, True, row.num_layers, 0.0, train,
-              row.bidirectional, False)
+        return op(batch.x, None, None, params, True, row.num_layers, 0.0,
+                  train, row.bidirectional, False, batch.lengths)
+    return op(batch.x, None, params, True, row.num_layers, 0.0, train,
+              row.bidirectional, False, batch.lengths)
 
 
-def torch_forward(ref, x):
-    output, state = ref(x)
+def torch_forward(ref, batch):
+    if batch.lengths is None:
+        output, state = ref(batch.x)
+    else:
+        packed = pack_padded_sequence(batch.x, batch.lengths,
+                                      enforce_sorted=False)
+        output, state = ref(packed)
+        output, _ = pad_packed_sequence(output,
+                                        total_length=batch.x.size(0))
     if isinstance(state, tuple):
         return (output,) + state
     return (output, state)
 
 
-def new_input(row: Row, dtype, device, requires_grad=False):
-    return torch.randn(
+@dataclass
+class Batch:
+    x: torch.Tensor  # (T, B, I), padded when lengths is given
+    lengths: object  # None, or int64 (B) on the CPU
+
+
+def new_input(row: Row, dtype, device, requires_grad=False,
+              lengths_mode="none"):
+    x = torch.randn(
         row.seq_len, row.batch, row.input_size, dtype=dtype, device=device,
         requires_grad=requires_grad,
     )
+    lengths = None
+    if lengths_mode == "spread":
+        low = max(1, row.seq_len // 4)
+        lengths = torch.randint(low, row.seq_len + 1, (row.batch,))
+    return Batch(x, lengths)
 
 
 class Side:
@@ -274,28 +304,28 @@ class Side:
 
     def __init__(self, name, forward, params, output_weight):
         self.name = name
-        self.forward = forward  # (x, train) -> tuple of outputs
+        self.forward = forward  # (batch, train) -> tuple of outputs
         self.params = params
         self.output_weight = output_weight
 
-    def inference(self, x):
+    def inference(self, batch):
         with torch.no_grad():
-            return self.forward(x, False)
+            return self.forward(batch, False)
 
-    def loss(self, x):
-        outputs = self.forward(x, True)
+    def loss(self, batch):
+        outputs = self.forward(batch, True)
         return (outputs[0] * self.output_weight).sum(), outputs
 
-    def training(self, x):
-        loss, outputs = self.loss(x)
-        grads = torch.autograd.grad(loss, [x] + self.params)
+    def training(self, batch):
+        loss, outputs = self.loss(batch)
+        grads = torch.autograd.grad(loss, [batch.x] + self.params)
         return outputs, grads
 
 
-def saved_bytes(side: Side, x) -> dict:
+def saved_bytes(side: Side, batch) -> dict:
     """Bytes saved for backward by one training forward of `side`."""
     excluded = {p.untyped_storage().data_ptr() for p in side.params}
-    excluded.add(x.untyped_storage().data_ptr())
+    excluded.add(batch.x.untyped_storage().data_ptr())
     storages = {}
     count = [0]
 
@@ -312,8 +342,8 @@ def saved_bytes(side: Side, x) -> dict:
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        loss, _ = side.loss(x)
-    torch.autograd.grad(loss, [x] + side.params)
+        loss, _ = side.loss(batch)
+    torch.autograd.grad(loss, [batch.x] + side.params)
     del loss
     total = sum(n for ptr, n in storages.items() if ptr not in excluded)
     return {
@@ -338,10 +368,10 @@ def max_abs_diff(a, b) -> float:
 
 
 def check_agreement(row, mode, torch_side, deeprnn_side, param_names, dtype,
-                    device, atol):
+                    device, atol, lengths_mode):
     """Compares outputs (inference) and gradients (training) once."""
     names = ["output", "hy", "cy"]
-    x = new_input(row, dtype, device)
+    x = new_input(row, dtype, device, lengths_mode=lengths_mode)
     ref_outputs = torch_side.inference(x)
     our_outputs = deeprnn_side.inference(x)
     output_diff = 0.0
@@ -352,7 +382,8 @@ def check_agreement(row, mode, torch_side, deeprnn_side, param_names, dtype,
             fail(f"{row.name}/{mode}: deeprnn and torch.nn disagree on "
                  f"{name} (inference): max abs diff {diff:.3e} >= {atol:.1e}")
 
-    x = new_input(row, dtype, device, requires_grad=True)
+    x = new_input(row, dtype, device, requires_grad=True,
+                  lengths_mode=lengths_mode)
     ref_outputs, ref_grads = torch_side.training(x)
     our_outputs, our_grads = deeprnn_side.training(x)
     for name, a, b in zip(names, ref_outputs, our_outputs):
@@ -387,13 +418,14 @@ def synchronize(device):
 
 
 def time_pass(pass_name, torch_side, deeprnn_side, row, dtype, device,
-              warmup, repeats):
+              warmup, repeats, lengths_mode):
     """Alternates the two sides; returns the raw times in ms for each."""
     training = pass_name == "training"
     sides = [torch_side, deeprnn_side]
 
     def run(side):
-        x = new_input(row, dtype, device, requires_grad=training)
+        x = new_input(row, dtype, device, requires_grad=training,
+                      lengths_mode=lengths_mode)
         synchronize(device)
         start = time.perf_counter()
         if training:
@@ -537,6 +569,12 @@ def main(argv=None):
                                                       "ratios.png"),
                         help="bar chart of the ratios")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--lengths", choices=["none", "spread"], default="none",
+        help="none: every sequence has T steps (default); spread: each "
+        "batch gets lengths drawn from [T/4, T] in random order, deeprnn "
+        "on the padded batch with lengths=, torch.nn through "
+        "pack_padded_sequence/pad_packed_sequence")
     args = parser.parse_args(argv)
 
     repeats = args.repeats or (3 if args.quick else 7)
@@ -595,6 +633,10 @@ def main(argv=None):
     print(f"threads : {threads}"
           + ("" if args.threads is not None else " (torch default)"))
     print(f"dtype   : {args.dtype}   device: {device}")
+    if args.lengths == "spread":
+        print("lengths : spread, fresh per batch from [T/4, T] in random "
+              "order; torch.nn via pack_padded_sequence + "
+              "pad_packed_sequence (both timed)")
     print(f"deeprnn : {source}")
     if isa_note:
         print(f"note    : {isa_note}")
@@ -627,27 +669,30 @@ def main(argv=None):
         output_weight = torch.randn(row.seq_len, row.batch, output_width,
                                     dtype=dtype, device=device)
         torch_side = Side(
-            "torch.nn", lambda x, train, ref=ref: torch_forward(ref, x),
+            "torch.nn", lambda b, train, ref=ref: torch_forward(ref, b),
             params, output_weight)
         deeprnn_side = Side(
             "deeprnn",
-            lambda x, train, row=row, mode=mode, params=params:
-                deeprnn_forward(mode, row, x, params, train),
+            lambda b, train, row=row, mode=mode, params=params:
+                deeprnn_forward(mode, row, b, params, train),
             params, output_weight)
 
         check = check_agreement(row, mode, torch_side, deeprnn_side,
-                                ref._flat_weights_names, dtype, device, atol)
+                                ref._flat_weights_names, dtype, device, atol,
+                                args.lengths)
         saved = {
-            side.name: saved_bytes(side, new_input(row, dtype, device, True))
+            side.name: saved_bytes(
+                side, new_input(row, dtype, device, True, args.lengths))
             for side in (torch_side, deeprnn_side)
         }
         for pass_name in ("inference", "training"):
             times = time_pass(pass_name, torch_side, deeprnn_side, row, dtype,
-                              device, warmup, repeats)
+                              device, warmup, repeats, args.lengths)
             medians = {name: statistics.median(ts)
                        for name, ts in times.items()}
             result = {
-                "row": row_name,
+                "row": row_name + ("+lengths" if args.lengths != "none"
+                                   else ""),
                 "mode": mode,
                 "pass": pass_name,
                 "shape": {
@@ -683,6 +728,7 @@ def main(argv=None):
         "warmup": warmup, "threads": threads, "dtype": args.dtype,
         "device": str(device), "atol": atol, "seed": args.seed,
         "deeprnn": source, "elapsed_s": elapsed, "isa_note": isa_note,
+        "lengths": args.lengths,
         "ratio": "torch.nn median / deeprnn median (>1: deeprnn faster)",
         "saved_bytes": "distinct storages saved for backward by one "
                        "training forward, excluding parameters and input",
