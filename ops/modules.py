@@ -6,6 +6,23 @@ initialisation, ``state_dict`` keys, ``repr`` and forward signature as
 torch.nn.LSTM(**kw).state_dict())`` computes the same function. The work is
 done by the ``torch.ops.deeprnn`` operators.
 
+Variable-length batches come in two ways:
+
+* a ``torch.nn.utils.rnn.PackedSequence`` (from ``pack_padded_sequence``,
+  sorted or not, or ``pack_sequence``): a ``PackedSequence`` comes out, laid
+  out, and with its ``hx``/``hy`` in the caller's batch order, exactly as in
+  torch.nn;
+* a padded tensor with ``lengths=`` (int64 ``(batch)``, any order, or a list
+  of ints in eager mode): no packing at all; the output is padded, zero past
+  each sequence's end, and ``h_n``/``c_n`` hold each sequence's state at its
+  last valid step.
+
+Both run the operators' ``lengths`` argument. Under ``torch.jit.script`` a
+module's ``forward`` has one signature, and here it is the tensor one (with
+``lengths``), so that a scripted module runs on its own and after
+``torch.jit.load``; scripted code passes a ``PackedSequence`` to
+``forward_packed``.
+
 The common base is our own ``_RNNBase(torch.nn.Module)`` and deliberately not
 ``torch.nn.RNNBase``: torch.compile breaks the graph on any instance of
 ``torch.nn.RNNBase``, and these modules must compile into one graph.
@@ -27,11 +44,22 @@ __all__ = ["RNN", "GRU", "LSTM"]
 _GATE_COUNT = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
-def _packed_sequence_error(name: str) -> TypeError:
-    return TypeError(
-        f"deeprnn.{name}: PackedSequence input needs the variable-length "
-        "support (lengths), which is not available yet"
-    )
+def _packed_layout(batch_sizes: Tensor, device: torch.device) -> Tuple[Tensor, Tensor]:
+    """(lengths, index) of a PackedSequence's data in a padded (T, B) batch.
+
+    The packed data lies time-major in sorted order: step t holds sequences
+    0..batch_sizes[t]-1. ``lengths`` (int64, CPU) is therefore sorted
+    descending, which the operators take without permuting, and ``index``
+    gives, for each packed row, its row in the padded batch flattened to
+    (T*B): padding and unpadding are then one index_copy / index_select each
+    instead of torch's per-step copies.
+    """
+    batch = int(batch_sizes[0])
+    rows = torch.arange(batch, device=batch_sizes.device)
+    valid = rows.unsqueeze(0) < batch_sizes.unsqueeze(1)
+    lengths = valid.sum(0)
+    index = valid.reshape(-1).nonzero().squeeze(1).to(device)
+    return lengths, index
 
 
 def _reject_extra_kwargs(name: str, kwargs) -> None:
@@ -236,13 +264,54 @@ class _RNNBase(torch.nn.Module):
                 )
         return weights
 
-    def _forward_weights(self, input: Tensor, name: str) -> List[Tensor]:
-        """The parameters a forward runs with; refuses PackedSequence input."""
+    def _forward_weights(self) -> List[Tensor]:
+        """The parameters a forward runs with."""
         if torch.jit.is_scripting():
             return self._flat_weights
-        if isinstance(input, PackedSequence):
-            raise _packed_sequence_error(name)
         return self._current_flat_weights()
+
+    @torch.jit.unused
+    def _lengths_as_tensor(self, lengths: Optional[Tensor]) -> Optional[Tensor]:
+        # Eager mode also takes a list or tuple of ints, as
+        # pack_padded_sequence does; TorchScript's signature says Tensor.
+        if lengths is None or isinstance(lengths, Tensor):
+            return lengths
+        name = self._display_name()
+        if not isinstance(lengths, (list, tuple)):
+            raise TypeError(
+                f"deeprnn.{name}: lengths must be an int64 tensor or a list of ints, "
+                f"got {type(lengths).__name__}"
+            )
+        for value in lengths:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(
+                    f"deeprnn.{name}: lengths must be an int64 tensor or a list of "
+                    f"ints, got a {type(lengths).__name__} holding "
+                    f"{type(value).__name__}"
+                )
+        return torch.tensor(lengths, dtype=torch.int64)
+
+    def _check_lengths(
+        self, lengths: Optional[Tensor], is_batched: bool
+    ) -> Optional[Tensor]:
+        """lengths as the operators take it; refuses it for unbatched input."""
+        if lengths is None:
+            return None
+        if not torch.jit.is_scripting():
+            lengths = self._lengths_as_tensor(lengths)
+        if not is_batched:
+            raise ValueError(
+                f"deeprnn.{self._display_name()}: lengths needs batched 3-D input, "
+                "got unbatched 2-D input (one sequence has no lengths to give)"
+            )
+        return lengths
+
+    def _refuse_lengths_with_packed(self, lengths: Optional[Tensor]) -> None:
+        if lengths is not None:
+            raise ValueError(
+                f"deeprnn.{self._display_name()}: lengths must be None for "
+                "PackedSequence input, which carries its own lengths"
+            )
 
     def flatten_parameters(self) -> None:
         """Does nothing: the operators use the parameters where they are.
@@ -348,8 +417,108 @@ class _RNNBase(torch.nn.Module):
             s += ", bidirectional={bidirectional}"
         return s.format(**self.__dict__)
 
+    def _run(
+        self,
+        input: Tensor,
+        hx: Optional[Tensor],
+        cx: Optional[Tensor],
+        weights: List[Tensor],
+        batch_first: bool,
+        lengths: Optional[Tensor],
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """The operator of this mode on batched input: (output, hy, cy).
+
+        cy is hy again outside LSTM (where cx is ignored).
+        """
+        if self.mode == "LSTM":
+            return torch.ops.deeprnn.lstm(
+                input,
+                hx,
+                cx,
+                weights,
+                self.bias,
+                self.num_layers,
+                self.dropout,
+                self.training,
+                self.bidirectional,
+                batch_first,
+                lengths,
+            )
+        if self.mode == "GRU":
+            output, hy = torch.ops.deeprnn.gru(
+                input,
+                hx,
+                weights,
+                self.bias,
+                self.num_layers,
+                self.dropout,
+                self.training,
+                self.bidirectional,
+                batch_first,
+                lengths,
+            )
+        elif self.mode == "RNN_TANH":
+            output, hy = torch.ops.deeprnn.rnn_tanh(
+                input,
+                hx,
+                weights,
+                self.bias,
+                self.num_layers,
+                self.dropout,
+                self.training,
+                self.bidirectional,
+                batch_first,
+                lengths,
+            )
+        else:
+            output, hy = torch.ops.deeprnn.rnn_relu(
+                input,
+                hx,
+                weights,
+                self.bias,
+                self.num_layers,
+                self.dropout,
+                self.training,
+                self.bidirectional,
+                batch_first,
+                lengths,
+            )
+        return output, hy, hy
+
+    def _run_packed(
+        self,
+        data: Tensor,
+        batch_sizes: Tensor,
+        hx: Optional[Tensor],
+        cx: Optional[Tensor],
+        weights: List[Tensor],
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Runs a PackedSequence's data; all in its sorted batch order.
+
+        Returns the packed output data, hy and cy (hy again outside LSTM).
+        """
+        lengths, index = _packed_layout(batch_sizes, data.device)
+        steps = batch_sizes.size(0)
+        batch = lengths.size(0)
+        # Padding is never read by the operators; zeros keep it harmless.
+        padded = data.new_zeros(steps * batch, data.size(1)).index_copy_(0, index, data)
+        output, hy, cy = self._run(
+            padded.view(steps, batch, data.size(1)),
+            hx,
+            cx,
+            weights,
+            False,
+            lengths,
+        )
+        output = output.reshape(steps * batch, output.size(2)).index_select(0, index)
+        return output, hy, cy
+
     def _single_state_forward(
-        self, input: Tensor, hx: Optional[Tensor], weights: List[Tensor]
+        self,
+        input: Tensor,
+        hx: Optional[Tensor],
+        weights: List[Tensor],
+        lengths: Optional[Tensor],
     ) -> Tuple[Tensor, Tensor]:
         # RNN and GRU: one state tensor. Unbatched (2-D) input and hx are
         # handled exactly as torch.nn handles them.
@@ -359,6 +528,7 @@ class _RNNBase(torch.nn.Module):
                 f"{input.dim()}D {self._dim_message_tail()}"
             )
         is_batched = input.dim() == 3
+        lengths = self._check_lengths(lengths, is_batched)
         batch_dim = 0 if self.batch_first else 1
         if not is_batched:
             input = input.unsqueeze(batch_dim)
@@ -379,46 +549,28 @@ class _RNNBase(torch.nn.Module):
         if hx is not None:
             self.check_hidden_size(hx, self.get_expected_hidden_size(input, None))
 
-        if self.mode == "GRU":
-            output, hy = torch.ops.deeprnn.gru(
-                input,
-                hx,
-                weights,
-                self.bias,
-                self.num_layers,
-                self.dropout,
-                self.training,
-                self.bidirectional,
-                self.batch_first,
-            )
-        elif self.mode == "RNN_TANH":
-            output, hy = torch.ops.deeprnn.rnn_tanh(
-                input,
-                hx,
-                weights,
-                self.bias,
-                self.num_layers,
-                self.dropout,
-                self.training,
-                self.bidirectional,
-                self.batch_first,
-            )
-        else:
-            output, hy = torch.ops.deeprnn.rnn_relu(
-                input,
-                hx,
-                weights,
-                self.bias,
-                self.num_layers,
-                self.dropout,
-                self.training,
-                self.bidirectional,
-                self.batch_first,
-            )
+        output, hy, _ = self._run(input, hx, None, weights, self.batch_first, lengths)
         if not is_batched:
             output = output.squeeze(batch_dim)
             hy = hy.squeeze(1)
         return output, hy
+
+    def _single_state_packed(
+        self, input: PackedSequence, hx: Optional[Tensor], weights: List[Tensor]
+    ) -> Tuple[PackedSequence, Tensor]:
+        # As torch.nn: hx comes in the caller's batch order and goes to the
+        # sorted order before the checks; hy goes back.
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        if hx is None:
+            self.check_input(data, batch_sizes)
+        else:
+            hx = self.permute_hidden(hx, sorted_indices)
+            self.check_forward_args(data, hx, batch_sizes)
+        output, hy, _ = self._run_packed(data, batch_sizes, hx, None, weights)
+        return (
+            PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices),
+            self.permute_hidden(hy, unsorted_indices),
+        )
 
     def _display_name(self) -> str:
         if self.mode == "LSTM":
@@ -451,14 +603,25 @@ class RNN(_RNNBase):
         bidirectional: add a reverse direction. Default: False.
         device, dtype: where and in which dtype to create the parameters.
 
-    Inputs: ``input`` ``(L, H_in)``, ``(L, N, H_in)`` or with ``batch_first``
-    ``(N, L, H_in)``; ``hx`` ``(D*num_layers, H_out)`` or
-    ``(D*num_layers, N, H_out)``, zeros if absent.
+    Inputs: ``input, hx=None, lengths=None``.
 
-    Outputs: ``(output, h_n)`` shaped as in torch.nn.RNN.
+    * ``input``: ``(L, H_in)``, ``(L, N, H_in)`` or with ``batch_first``
+      ``(N, L, H_in)``; or a ``torch.nn.utils.rnn.PackedSequence``.
+    * ``hx``: ``(D*num_layers, H_out)`` or ``(D*num_layers, N, H_out)``,
+      zeros if absent; in the caller's batch order, also for a
+      ``PackedSequence``.
+    * ``lengths``: for a padded batched tensor, int64 ``(N)`` (or, in eager
+      mode, a list of ints), each in ``1..L``, any order: sequence ``b`` ends
+      after ``lengths[b]`` steps, as if packed. Must be None otherwise.
 
-    ``PackedSequence`` input is not supported yet (it needs variable-length
-    support in the operators) and raises ``TypeError``.
+    Outputs: ``(output, h_n)`` shaped as in torch.nn.RNN; a
+    ``PackedSequence`` when the input is one. With ``lengths``, ``output`` is
+    zero past each sequence's end and ``h_n`` holds each sequence's state at
+    its last valid step, exactly what a ``PackedSequence`` gives.
+
+    In TorchScript, ``forward`` takes tensors only (a scripted module's
+    ``forward`` has one signature); :meth:`forward_packed` takes a
+    ``PackedSequence`` there (and in eager mode).
     """
 
     nonlinearity: str
@@ -502,10 +665,27 @@ class RNN(_RNNBase):
         self.nonlinearity = nonlinearity
 
     def forward(
-        self, input: Tensor, hx: Optional[Tensor] = None
+        self,
+        input: Tensor,
+        hx: Optional[Tensor] = None,
+        lengths: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
-        weights = self._forward_weights(input, "RNN")
-        return self._single_state_forward(input, hx, weights)
+        """``(output, h_n)``; a ``PackedSequence`` input gives a ``PackedSequence``.
+
+        TorchScript compiles the tensor signature; see :meth:`forward_packed`.
+        """
+        weights = self._forward_weights()
+        if isinstance(input, PackedSequence):
+            self._refuse_lengths_with_packed(lengths)
+            return self._single_state_packed(input, hx, weights)
+        return self._single_state_forward(input, hx, weights, lengths)
+
+    @torch.jit.export
+    def forward_packed(
+        self, input: PackedSequence, hx: Optional[Tensor] = None
+    ) -> Tuple[PackedSequence, Tensor]:
+        """``forward`` for a ``PackedSequence``, callable from TorchScript."""
+        return self._single_state_packed(input, hx, self._forward_weights())
 
 
 class GRU(_RNNBase):
@@ -517,9 +697,10 @@ class GRU(_RNNBase):
 
     Args: as :class:`RNN`, without ``nonlinearity``.
 
-    Outputs: ``(output, h_n)`` shaped as in torch.nn.GRU.
+    Inputs: ``input, hx=None, lengths=None`` as :class:`RNN`, also
+    ``PackedSequence`` input and :meth:`forward_packed`.
 
-    ``PackedSequence`` input is not supported yet and raises ``TypeError``.
+    Outputs: ``(output, h_n)`` shaped as in torch.nn.GRU.
     """
 
     def __init__(
@@ -551,10 +732,27 @@ class GRU(_RNNBase):
         )
 
     def forward(
-        self, input: Tensor, hx: Optional[Tensor] = None
+        self,
+        input: Tensor,
+        hx: Optional[Tensor] = None,
+        lengths: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
-        weights = self._forward_weights(input, "GRU")
-        return self._single_state_forward(input, hx, weights)
+        """``(output, h_n)``; a ``PackedSequence`` input gives a ``PackedSequence``.
+
+        TorchScript compiles the tensor signature; see :meth:`forward_packed`.
+        """
+        weights = self._forward_weights()
+        if isinstance(input, PackedSequence):
+            self._refuse_lengths_with_packed(lengths)
+            return self._single_state_packed(input, hx, weights)
+        return self._single_state_forward(input, hx, weights, lengths)
+
+    @torch.jit.export
+    def forward_packed(
+        self, input: PackedSequence, hx: Optional[Tensor] = None
+    ) -> Tuple[PackedSequence, Tensor]:
+        """``forward`` for a ``PackedSequence``, callable from TorchScript."""
+        return self._single_state_packed(input, hx, self._forward_weights())
 
 
 class LSTM(_RNNBase):
@@ -569,13 +767,15 @@ class LSTM(_RNNBase):
         proj_size: if ``> 0``, an LSTM with projections of this size
             (smaller than ``hidden_size``). Default: 0.
 
-    Inputs: ``input`` and optionally ``(h_0, c_0)``; ``h_0``
-    ``(D*num_layers, [N,] proj_size or hidden_size)``, ``c_0``
-    ``(D*num_layers, [N,] hidden_size)``; zeros if absent.
+    Inputs: ``input, hx=None, lengths=None``; ``input`` and ``lengths`` as
+    :class:`RNN` (tensor or ``PackedSequence``); ``hx`` is ``(h_0, c_0)``,
+    ``h_0`` ``(D*num_layers, [N,] proj_size or hidden_size)``, ``c_0``
+    ``(D*num_layers, [N,] hidden_size)``, zeros if absent.
 
-    Outputs: ``(output, (h_n, c_n))`` shaped as in torch.nn.LSTM.
-
-    ``PackedSequence`` input is not supported yet and raises ``TypeError``.
+    Outputs: ``(output, (h_n, c_n))`` shaped as in torch.nn.LSTM (a
+    ``PackedSequence`` output for a ``PackedSequence`` input); with
+    ``lengths``, ``h_n`` and ``c_n`` at each sequence's last valid step.
+    :meth:`forward_packed` takes a ``PackedSequence`` in TorchScript.
     """
 
     def __init__(
@@ -641,15 +841,26 @@ class LSTM(_RNNBase):
         return hx[0].index_select(1, permutation), hx[1].index_select(1, permutation)
 
     def forward(
-        self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None
+        self,
+        input: Tensor,
+        hx: Optional[Tuple[Tensor, Tensor]] = None,
+        lengths: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
-        weights = self._forward_weights(input, "LSTM")
+        """``(output, (h_n, c_n))``; a ``PackedSequence`` gives a ``PackedSequence``.
+
+        TorchScript compiles the tensor signature; see :meth:`forward_packed`.
+        """
+        weights = self._forward_weights()
+        if isinstance(input, PackedSequence):
+            self._refuse_lengths_with_packed(lengths)
+            return self._packed(input, hx, weights)
 
         if input.dim() != 2 and input.dim() != 3:
             raise ValueError(
                 f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead"
             )
         is_batched = input.dim() == 3
+        lengths = self._check_lengths(lengths, is_batched)
         batch_dim = 0 if self.batch_first else 1
         if not is_batched:
             input = input.unsqueeze(batch_dim)
@@ -678,20 +889,40 @@ class LSTM(_RNNBase):
                 c0 = c0.unsqueeze(1)
             self.check_forward_args(input, (h0, c0), None)
 
-        output, hy, cy = torch.ops.deeprnn.lstm(
-            input,
-            h0,
-            c0,
-            weights,
-            self.bias,
-            self.num_layers,
-            self.dropout,
-            self.training,
-            self.bidirectional,
-            self.batch_first,
-        )
+        output, hy, cy = self._run(input, h0, c0, weights, self.batch_first, lengths)
         if not is_batched:
             output = output.squeeze(batch_dim)
             hy = hy.squeeze(1)
             cy = cy.squeeze(1)
         return output, (hy, cy)
+
+    @torch.jit.export
+    def forward_packed(
+        self, input: PackedSequence, hx: Optional[Tuple[Tensor, Tensor]] = None
+    ) -> Tuple[PackedSequence, Tuple[Tensor, Tensor]]:
+        """``forward`` for a ``PackedSequence``, callable from TorchScript."""
+        return self._packed(input, hx, self._forward_weights())
+
+    def _packed(
+        self,
+        input: PackedSequence,
+        hx: Optional[Tuple[Tensor, Tensor]],
+        weights: List[Tensor],
+    ) -> Tuple[PackedSequence, Tuple[Tensor, Tensor]]:
+        # As torch.nn: hx comes in the caller's batch order and goes to the
+        # sorted order before the checks; hy and cy go back.
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        h0: Optional[Tensor] = None
+        c0: Optional[Tensor] = None
+        if hx is None:
+            self.check_input(data, batch_sizes)
+        else:
+            state = self.permute_hidden(hx, sorted_indices)
+            self.check_forward_args(data, state, batch_sizes)
+            h0 = state[0]
+            c0 = state[1]
+        output, hy, cy = self._run_packed(data, batch_sizes, h0, c0, weights)
+        return (
+            PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices),
+            self.permute_hidden((hy, cy), unsorted_indices),
+        )

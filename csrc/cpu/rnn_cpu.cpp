@@ -410,15 +410,18 @@ void forward_layer(
     const int64_t finished =
         d == 0 ? active(t + 1) : (step == T - 1 ? 0 : rows);
     if (rows < B) {
-      // Finished sequences output zeros; the hidden states before the
-      // projection are zeroed too, because backward's dW_hr GEMM reads
-      // every row.
+      // Finished sequences output zeros. Their rows of the reserve are
+      // zeroed too: backward's dW_hr GEMM reads every row of `hidden`, and
+      // the reserve, an output of _rnn_forward, must not depend on what the
+      // allocator left there.
       y.select(0, t).narrow(0, rows, B - rows).narrow(1, d * P, P).zero_();
-      if (saved.hidden.defined()) {
-        saved.hidden.select(0, t)
-            .narrow(0, rows, B - rows)
-            .narrow(1, d * H, H)
-            .zero_();
+      for (const Tensor* piece : {&saved.cells, &saved.hidden}) {
+        if (piece->defined()) {
+          piece->select(0, t)
+              .narrow(0, rows, B - rows)
+              .narrow(1, d * H, H)
+              .zero_();
+        }
       }
     }
     if (rows == 0) {
