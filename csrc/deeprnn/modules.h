@@ -6,6 +6,18 @@
 // model can switch by changing the namespace and keep its checkpoints. The
 // recurrence itself runs in the deeprnn operators (<deeprnn/ops.h>), reached
 // through the dispatcher.
+//
+// Variable-length batches, two ways:
+// - forward(input, hx, lengths): padded input plus an int64 tensor of the
+//   sequence lengths (B), each in 1..seq, in any order, on the CPU or on the
+//   input's device. Steps past a sequence's length do not change its state
+//   and give zeros in the output; h_n (and c_n) hold each sequence's state
+//   at its last valid step; the reverse direction starts at step length-1.
+//   Padded input positions are ignored (their gradient is zero).
+// - forward_with_packed_input(packed, hx): a torch::nn::utils::rnn::
+//   PackedSequence in, a PackedSequence out, exactly as torch::nn's modules
+//   have it. It unpacks into the padded form above (in the packed, sorted
+//   order, which the operators run fastest) and packs the output again.
 
 #include <deeprnn/export.h>
 #include <deeprnn/options.h>
@@ -14,6 +26,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/common.h>
 #include <torch/nn/pimpl.h>
+#include <torch/nn/utils/rnn.h>
 #include <torch/types.h>
 
 #include <cstdint>
@@ -58,15 +71,40 @@ class DEEPRNN_API RNNImpl : public torch::nn::Cloneable<RNNImpl> {
   /// hx: (num_layers * num_directions, batch, hidden_size), or
   /// (num_layers * num_directions, hidden_size) with unbatched input;
   /// undefined means zeros.
+  /// lengths: undefined (every sequence runs all seq steps), or int64
+  /// (batch) with each length in 1..seq, in any order, on the CPU or on the
+  /// input's device; batched input only. Past its length a sequence's output
+  /// is zero and its state stays as it was, so h_n is the state at its last
+  /// valid step (for the reverse direction, the state after step 0, having
+  /// started at step length-1).
   /// Returns (output, h_n); output has num_directions * hidden_size features.
   std::tuple<torch::Tensor, torch::Tensor> forward(
       const torch::Tensor& input,
-      torch::Tensor hx = {});
+      torch::Tensor hx = {},
+      const torch::Tensor& lengths = {});
 
  protected:
-  FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(torch::Tensor())})
+  FORWARD_HAS_DEFAULT_ARGS(
+      {1, torch::nn::AnyValue(torch::Tensor())},
+      {2, torch::nn::AnyValue(torch::Tensor())})
 
  public:
+  /// The same recurrence on a PackedSequence, as torch::nn::RNN has it.
+  /// packed_input: data (sum of lengths, input_size), time-major whatever
+  /// batch_first says (a PackedSequence has no batch dimension), made by
+  /// torch::nn::utils::rnn::pack_padded_sequence or pack_sequence, sorted or
+  /// not.
+  /// hx: (num_layers * num_directions, batch, hidden_size) in the batch
+  /// order the sequences had before packing; undefined means zeros.
+  /// Returns (output, h_n): output a PackedSequence with data (sum of
+  /// lengths, num_directions * hidden_size) and the input's batch_sizes,
+  /// sorted_indices and unsorted_indices; h_n, the state at each sequence's
+  /// last valid step, in the batch order of hx.
+  std::tuple<torch::nn::utils::rnn::PackedSequence, torch::Tensor>
+  forward_with_packed_input(
+      const torch::nn::utils::rnn::PackedSequence& packed_input,
+      torch::Tensor hx = {});
+
   /// The parameters, in the order torch::nn has them (`_flat_weights`).
   std::vector<torch::Tensor> all_weights() const;
   /// The parameters as the operators take them; the same list as
@@ -115,15 +153,24 @@ class DEEPRNN_API GRUImpl : public torch::nn::Cloneable<GRUImpl> {
   /// every option.
   void pretty_print(std::ostream& stream) const override;
 
-  /// Shapes as for `RNNImpl::forward`.
+  /// Shapes and lengths as for `RNNImpl::forward`.
   std::tuple<torch::Tensor, torch::Tensor> forward(
       const torch::Tensor& input,
-      torch::Tensor hx = {});
+      torch::Tensor hx = {},
+      const torch::Tensor& lengths = {});
 
  protected:
-  FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(torch::Tensor())})
+  FORWARD_HAS_DEFAULT_ARGS(
+      {1, torch::nn::AnyValue(torch::Tensor())},
+      {2, torch::nn::AnyValue(torch::Tensor())})
 
  public:
+  /// As `RNNImpl::forward_with_packed_input`, like torch::nn::GRU.
+  std::tuple<torch::nn::utils::rnn::PackedSequence, torch::Tensor>
+  forward_with_packed_input(
+      const torch::nn::utils::rnn::PackedSequence& packed_input,
+      torch::Tensor hx = {});
+
   /// The parameters, in the order torch::nn has them (`_flat_weights`).
   std::vector<torch::Tensor> all_weights() const;
   /// The parameters as the operators take them; the same list as
@@ -180,19 +227,63 @@ class DEEPRNN_API LSTMImpl : public torch::nn::Cloneable<LSTMImpl> {
   /// proj_size or hidden_size) and c_0 (num_layers * num_directions, batch,
   /// hidden_size); without the batch dimension for unbatched input; absent
   /// means zeros.
+  /// lengths: undefined (every sequence runs all seq steps), or int64
+  /// (batch) with each length in 1..seq, in any order, on the CPU or on the
+  /// input's device; batched input only. Past its length a sequence's output
+  /// is zero and its state stays as it was, so h_n and c_n are the states at
+  /// its last valid step (for the reverse direction, after step 0, having
+  /// started at step length-1).
   /// Returns (output, (h_n, c_n)); output has
   /// num_directions * (proj_size or hidden_size) features.
+  ///
+  /// Example, two sequences of lengths 5 and 3 padded to 5 steps:
+  /// ```
+  /// auto x = torch::randn({5, 2, 10});
+  /// auto lengths = torch::tensor({5, 3}, torch::kLong);
+  /// auto [output, state] = lstm->forward(x, {}, lengths);
+  /// ```
   std::tuple<torch::Tensor, std::tuple<torch::Tensor, torch::Tensor>> forward(
       const torch::Tensor& input,
-      std::optional<std::tuple<torch::Tensor, torch::Tensor>> hx_opt = {});
+      std::optional<std::tuple<torch::Tensor, torch::Tensor>> hx_opt = {},
+      const torch::Tensor& lengths = {});
 
  protected:
   FORWARD_HAS_DEFAULT_ARGS(
       {1,
        torch::nn::AnyValue(
-           std::optional<std::tuple<torch::Tensor, torch::Tensor>>())})
+           std::optional<std::tuple<torch::Tensor, torch::Tensor>>())},
+      {2, torch::nn::AnyValue(torch::Tensor())})
 
  public:
+  /// The same recurrence on a PackedSequence, as torch::nn::LSTM has it.
+  /// packed_input: data (sum of lengths, input_size), time-major whatever
+  /// batch_first says (a PackedSequence has no batch dimension), made by
+  /// torch::nn::utils::rnn::pack_padded_sequence or pack_sequence, sorted or
+  /// not.
+  /// hx_opt: (h_0, c_0), shaped as for `forward` with batch = the number of
+  /// sequences, in the batch order they had before packing; absent means
+  /// zeros.
+  /// Returns (output, (h_n, c_n)): output a PackedSequence with data (sum of
+  /// lengths, num_directions * (proj_size or hidden_size)) and the input's
+  /// batch_sizes, sorted_indices and unsorted_indices; h_n and c_n, the
+  /// states at each sequence's last valid step, in the batch order of hx_opt.
+  ///
+  /// Example:
+  /// ```
+  /// namespace rnn_utils = torch::nn::utils::rnn;
+  /// auto packed = rnn_utils::pack_padded_sequence(
+  ///     padded, lengths, /*batch_first=*/false, /*enforce_sorted=*/false);
+  /// auto [packed_output, state] = lstm->forward_with_packed_input(packed);
+  /// auto [output, output_lengths] =
+  ///     rnn_utils::pad_packed_sequence(packed_output);
+  /// ```
+  std::tuple<
+      torch::nn::utils::rnn::PackedSequence,
+      std::tuple<torch::Tensor, torch::Tensor>>
+  forward_with_packed_input(
+      const torch::nn::utils::rnn::PackedSequence& packed_input,
+      std::optional<std::tuple<torch::Tensor, torch::Tensor>> hx_opt = {});
+
   /// The parameters, in the order torch::nn has them (`_flat_weights`).
   std::vector<torch::Tensor> all_weights() const;
   /// The parameters as the operators take them; the same list as
