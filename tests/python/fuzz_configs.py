@@ -21,6 +21,7 @@ import sys
 import warnings
 
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from deeprnn_test_utils import OP_NAMES, make_pair
 
@@ -105,13 +106,31 @@ def draw_config(rng, index):
         "used": _pick(rng, ["all", "output", "states"], [70, 15, 15]),
         # Layout of the output-gradient weights autograd hands to backward.
         "grad_layout": _pick(rng, ["contiguous", "permuted", "expanded"], [6, 2, 2]),
-        # HOOK(lengths): variable-length sequences do not exist yet. When the
-        # operators take `lengths`, draw them here (int64 (B), each in
-        # 1..seq_len, any order, sometimes all equal to seq_len) and
-        # build_case / compare_case below pass them to deeprnn and pack the
-        # torch.nn input with pack_padded_sequence(enforce_sorted=False).
+        # Variable-length sequences (drawn below): a list of B ints in
+        # 1..seq_len, any order, or None. torch.nn then runs on
+        # pack_padded_sequence(enforce_sorted=False); deeprnn's operator takes
+        # the padded input and the lengths, deeprnn's module the same
+        # PackedSequence as torch.nn.
         "lengths": None,
+        # With lengths: None, or "nan"/"inf" written into every padded input
+        # position (which both sides must ignore, in value and in gradient).
+        "pad_poison": None,
     }
+    # Drawn after everything else, so that the rest of a configuration is
+    # what it was before lengths existed.
+    if not unbatched and rng.random() < 1 / 3:
+        T, B = config["seq_len"], config["batch"]
+        kind = _pick(rng, ["any", "short", "full"], [70, 15, 15])
+        if kind == "full":
+            config["lengths"] = [T] * B
+        else:
+            # short: no sequence reaches T (trailing all-padding steps).
+            high = T - 1 if (kind == "short" and T >= 2) else T
+            config["lengths"] = [rng.randint(1, high) for _ in range(B)]
+        # An expanded input shares memory between positions: no poisoning.
+        if (config["x_layout"] != "expanded" and min(config["lengths"]) < T
+                and rng.random() < 0.5):
+            config["pad_poison"] = _pick(rng, ["nan", "inf"])
     if not (config["x_grad"] or (config["state_grad"] and with_state) or config["param_grad"]):
         config["param_grad"] = True  # something must take a gradient
     return config
@@ -139,6 +158,8 @@ def config_id(config):
     ]
     if c["proj_size"]:
         parts.append(f"proj{c['proj_size']}")
+    if c["lengths"] is not None:
+        parts.append("len" + ("-poison" if c["pad_poison"] else ""))
     parts.append(c["path"])
     return "-".join(parts)
 
@@ -200,12 +221,11 @@ def result_shapes(config):
 def build_case(config):
     """(torch.nn module, deeprnn module, case dict) for ``config``.
 
-    The case holds the inputs ``x``, ``h0``, ``c0`` (None when absent) and
-    the output-gradient weights ``grads`` (one per result).
+    The case holds the inputs ``x``, ``h0``, ``c0`` (None when absent),
+    ``lengths`` (an int64 tensor, or None) and the output-gradient weights
+    ``grads`` (one per result).
     """
     c = config
-    if c["lengths"] is not None:  # HOOK(lengths): not supported yet.
-        raise NotImplementedError("lengths are not supported yet")
     dtype = getattr(torch, c["dtype"])
     rng = random.Random(c["seed"])
     torch.manual_seed(c["seed"])
@@ -241,6 +261,13 @@ def build_case(config):
     else:
         x_shape, x_batch_dim = (T, B, I), 1
     x = make_tensor(x_shape, c["x_layout"], dtype, x_batch_dim, rng)
+    lengths = None
+    if c["lengths"] is not None:
+        lengths = torch.tensor(c["lengths"], dtype=torch.int64)
+        if c["pad_poison"] is not None:
+            # In place through the view: its memory layout stays as drawn.
+            padding = torch.arange(T).unsqueeze(1) >= lengths.unsqueeze(0)  # (T, B)
+            x[padding.t() if c["batch_first"] else padding] = float(c["pad_poison"])
 
     shapes = result_shapes(c)
     h0 = c0 = None
@@ -264,35 +291,42 @@ def build_case(config):
         for state in (h0, c0):
             if state is not None and c["state_grad"]:
                 state.requires_grad_()
-    return reference, ours, {"x": x, "h0": h0, "c0": c0, "grads": grads}
+    return reference, ours, {"x": x, "h0": h0, "c0": c0, "lengths": lengths, "grads": grads}
 
 
 # ------------------------------------------------------------- comparison
 
 
-def _run_module(module, mode, x, h0, c0):
-    # HOOK(lengths): with lengths, torch.nn gets
-    # pack_padded_sequence(x, lengths, batch_first, enforce_sorted=False) and
-    # its output is unpacked with pad_packed_sequence(total_length=seq_len);
-    # deeprnn gets the padded x and the lengths.
+def _run_module(module, mode, x, h0, c0, lengths=None):
+    """[output, hy(, cy)]; with lengths, the module runs on
+    pack_padded_sequence(enforce_sorted=False) and its output is unpacked to
+    the padded layout (zeros past each length)."""
+    if lengths is not None:
+        seq_len = x.shape[1] if module.batch_first else x.shape[0]
+        x = pack_padded_sequence(x, lengths, batch_first=module.batch_first,
+                                 enforce_sorted=False)
     if mode == "LSTM":
         output, (hy, cy) = module(x) if h0 is None else module(x, (h0, c0))
-        return [output, hy, cy]
-    output, hy = module(x, h0)
-    return [output, hy]
+        results = [output, hy, cy]
+    else:
+        output, hy = module(x, h0)
+        results = [output, hy]
+    if lengths is not None:
+        results[0], _ = pad_packed_sequence(results[0], batch_first=module.batch_first,
+                                            total_length=seq_len)
+    return results
 
 
-def _run_op(config, module, x, h0, c0):
+def _run_op(config, module, x, h0, c0, lengths=None):
     """The public operator called directly with the module's parameters."""
     c = config
     params = [getattr(module, name) for name in module._flat_weights_names]
     op = getattr(torch.ops.deeprnn, OP_NAMES[c["mode"]])
-    # HOOK(lengths): append lengths=case lengths once the schemas take them.
     tail = (params, c["bias"], c["num_layers"], c["dropout"], c["train"],
             c["bidirectional"], c["batch_first"])
     if c["mode"] == "LSTM":
-        return list(op(x, h0, c0, *tail))
-    return list(op(x, h0, *tail))
+        return list(op(x, h0, c0, *tail, lengths=lengths))
+    return list(op(x, h0, *tail, lengths=lengths))
 
 
 def tolerances(config, reference_value):
@@ -350,24 +384,26 @@ def _assert_close(config, name, got, expected, forward):
 def compare_case(config, reference, ours, case):
     """Runs both and asserts that results and all gradients match."""
     c = config
-    x, h0, c0 = case["x"], case["h0"], case["c0"]
+    x, h0, c0, lengths = case["x"], case["h0"], case["c0"], case["lengths"]
     mode = c["mode"]
 
     def run_ours():
         if c["path"] == "op":
-            return _run_op(c, ours, x, h0, c0)
-        return _run_module(ours, mode, x, h0, c0)
+            return _run_op(c, ours, x, h0, c0, lengths)
+        return _run_module(ours, mode, x, h0, c0, lengths)
 
     with warnings.catch_warnings():
         # torch.nn's notice that oneDNN has no LSTM projection: not ours.
         warnings.filterwarnings("ignore", "LSTM with projections is not supported")
         with torch.set_grad_enabled(not c["no_grad"]):
-            expected = _run_module(reference, mode, x, h0, c0)
+            expected = _run_module(reference, mode, x, h0, c0, lengths)
             got = run_ours()
     names = ["output", "h_n", "c_n"]
     for name, g, e in zip(names, got, expected):
         _assert_close(c, name, g, e, forward=True)
-    if c["path"] == "op":
+    if c["path"] == "op" and lengths is None:
+        # (With lengths the module runs on a PackedSequence, in sorted batch
+        # order: other rounding, and compared with torch.nn above anyway.)
         # The module is the operator plus argument handling: the same bits,
         # under the same grad mode (the inference path, taken without grad,
         # projects the input in chunks and rounds differently in float32).
@@ -426,7 +462,8 @@ def reproducer(config):
         "config = {",
         *_dict_lines(config),
         "}",
-        "reference, ours, case = build_case(config)  # torch.nn, deeprnn, {x, h0, c0, grads}",
+        "# torch.nn, deeprnn, {x, h0, c0, lengths, grads}:",
+        "reference, ours, case = build_case(config)",
         "compare_case(config, reference, ours, case)  # raises AssertionError on a mismatch",
     ])
 
@@ -470,6 +507,22 @@ def feature_counts(config_list):
         "loss on states only": lambda c: not c["no_grad"] and c["used"] == "states",
         "grad_output non-contiguous": lambda c: not c["no_grad"] and c["grad_layout"] != "contiguous",
         "operator path": lambda c: c["path"] == "op",
+        "lengths": lambda c: c["lengths"] is not None,
+        "lengths, operator path": lambda c: c["lengths"] is not None and c["path"] == "op",
+        "lengths, bidirectional": lambda c: c["lengths"] is not None and c["bidirectional"],
+        "lengths, num_layers>=2": lambda c: c["lengths"] is not None and c["num_layers"] >= 2,
+        "lengths, LSTM proj_size>0": lambda c: c["lengths"] is not None and c["proj_size"] > 0,
+        "lengths, max < seq_len": lambda c: c["lengths"] is not None
+        and max(c["lengths"]) < c["seq_len"],
+        "lengths, all == seq_len": lambda c: c["lengths"] is not None
+        and min(c["lengths"]) == c["seq_len"],
+        "lengths, unsorted": lambda c: c["lengths"] is not None
+        and c["lengths"] != sorted(c["lengths"], reverse=True),
+        "lengths, batch 1": lambda c: c["lengths"] is not None and c["batch"] == 1,
+        "lengths, x non-contiguous": lambda c: c["lengths"] is not None
+        and c["x_layout"] != "contiguous",
+        "lengths, no_grad forward": lambda c: c["lengths"] is not None and c["no_grad"],
+        "padding NaN/inf": lambda c: c["pad_poison"] is not None,
     }
     return {name: sum(1 for c in config_list if test(c)) for name, test in features.items()}
 

@@ -3,7 +3,9 @@
 Each configuration (see fuzz_configs.draw_config) picks a mode, layers,
 directions, batch_first, bias, LSTM projection, sizes, dtype, the memory
 layout of the input, states, parameters and output gradients, train/eval,
-which results the loss reads, and the module or the operator path. Outputs,
+which results the loss reads, the module or the operator path, and for about
+a third of them variable lengths (torch.nn then runs on a PackedSequence,
+sometimes with NaN/inf in the padding). Outputs,
 final states and every gradient (input, h0, c0, each parameter) under random
 output-gradient weights are compared with torch.nn's under the same weights.
 
@@ -47,9 +49,21 @@ def test_every_feature_is_drawn():
     assert not missing, f"rarely drawn features: {missing}\n{fuzz_configs.coverage_table(sample)}"
 
 
-def test_reproducer_rebuilds_the_same_case():
+def _reproducer_configs():
+    """The first configuration, and the first with lengths and NaN/inf padding
+    (from the CI draw, or a default draw when a custom one has none)."""
+    def poisoned(c):
+        return c["lengths"] is not None and c["pad_poison"] is not None
+
+    with_lengths = next((c for c in CONFIGS if poisoned(c)), None) or next(
+        c for c in fuzz_configs.configs(fuzz_configs.DEFAULT_COUNT, fuzz_configs.DEFAULT_SEED)
+        if poisoned(c))
+    return [CONFIGS[0], with_lengths]
+
+
+@pytest.mark.parametrize("config", _reproducer_configs(), ids=["first", "lengths"])
+def test_reproducer_rebuilds_the_same_case(config):
     """The printed snippet is only useful if the dict alone rebuilds the case."""
-    config = CONFIGS[0]
     namespace = {}
     snippet = fuzz_configs.reproducer(config)
     exec(compile(snippet.split("reference, ours, case")[0], "<reproducer>", "exec"), namespace)
@@ -59,8 +73,12 @@ def test_reproducer_rebuilds_the_same_case():
     for a, b in zip(first[:2], second[:2]):
         for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
             assert torch.equal(p, q), name
-    for key in ("x", "h0", "c0"):
+    for key in ("x", "h0", "c0", "lengths"):
         a, b = first[2][key], second[2][key]
         assert (a is None) == (b is None)
         if a is not None:
-            assert torch.equal(a, b) and a.stride() == b.stride(), key
+            # equal_nan: the padding of x may hold NaN on purpose.
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=key)
+            assert a.stride() == b.stride(), key
+    for a, b in zip(first[2]["grads"], second[2]["grads"]):
+        assert torch.equal(a, b) and a.stride() == b.stride(), "grads"
