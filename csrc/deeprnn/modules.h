@@ -18,6 +18,31 @@
 //   PackedSequence in, a PackedSequence out, exactly as torch::nn's modules
 //   have it. It unpacks into the padded form above (in the packed, sorted
 //   order, which the operators run fastest) and packs the output again.
+//
+// Options beyond torch::nn (options.h): hidden_sizes (and LSTM proj_sizes),
+// one size per layer; merge_mode, how a bidirectional layer combines its
+// directions; return_sequences(false), the last step only. With the
+// defaults, and whenever the sizes are uniform (all hidden sizes equal, all
+// projection sizes equal) and merge_mode is kConcat, forward makes the one
+// multi-layer operator call it always did: same parameters, states and
+// numbers. Otherwise the module calls the operator once per layer
+// (num_layers=1, same lengths), merges the two directions of each layer and
+// applies dropout to the merged output of every layer but the last, in
+// training only; autograd runs through it all.
+//
+// States with unequal sizes. forward's signature is torch::nn's: one state
+// tensor (num_layers * num_directions, batch, P). Layers of different sizes
+// cannot share it, so for them forward fails and names forward_layers,
+// which takes and returns one state tensor per layer:
+//   layer l: h (num_directions, batch, P_l), LSTM c (num_directions, batch,
+//   H_l); without the batch dimension for unbatched input;
+// H_l = hidden_sizes[l], P_l = proj_sizes[l] or, without projection, H_l.
+// forward_layers works for every configuration, uniform ones included
+// (where its states are the rows of forward's, layer by layer).
+// forward_with_packed_input keeps torch::nn's signature too: it fails for
+// unequal sizes (use forward_layers on the padded batch and its lengths) and
+// for return_sequences(false), whose (batch, features) output a
+// PackedSequence cannot hold (use forward(padded, hx, lengths)).
 
 #include <deeprnn/export.h>
 #include <deeprnn/options.h>
@@ -58,12 +83,14 @@ class DEEPRNN_API RNNImpl : public torch::nn::Cloneable<RNNImpl> {
   /// them with `reset_parameters()`.
   void reset() override;
 
-  /// Draws every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)),
-  /// as torch::nn does.
+  /// Draws every parameter of layer l from U(-1/sqrt(H_l), 1/sqrt(H_l)),
+  /// H_l its hidden size, as torch::nn does with its one hidden_size.
   void reset_parameters();
 
   /// Prints e.g. `deeprnn::RNN(input_size=10, hidden_size=20, ...)` with
-  /// every option.
+  /// every torch::nn option, then those beyond torch::nn that are set
+  /// (`hidden_sizes=[3, 2]` in place of hidden_size, merge_mode,
+  /// return_sequences).
   void pretty_print(std::ostream& stream) const override;
 
   /// input: (seq, batch, input_size), or (batch, seq, input_size) with
@@ -77,7 +104,10 @@ class DEEPRNN_API RNNImpl : public torch::nn::Cloneable<RNNImpl> {
   /// is zero and its state stays as it was, so h_n is the state at its last
   /// valid step (for the reverse direction, the state after step 0, having
   /// started at step length-1).
-  /// Returns (output, h_n); output has num_directions * hidden_size features.
+  /// Returns (output, h_n); output has num_directions * hidden_size features
+  /// (hidden_size with a merge_mode other than kConcat); with
+  /// return_sequences(false), only the last step: (batch, features).
+  /// With unequal hidden_sizes this fails: use `forward_layers`.
   std::tuple<torch::Tensor, torch::Tensor> forward(
       const torch::Tensor& input,
       torch::Tensor hx = {},
@@ -99,11 +129,33 @@ class DEEPRNN_API RNNImpl : public torch::nn::Cloneable<RNNImpl> {
   /// Returns (output, h_n): output a PackedSequence with data (sum of
   /// lengths, num_directions * hidden_size) and the input's batch_sizes,
   /// sorted_indices and unsorted_indices; h_n, the state at each sequence's
-  /// last valid step, in the batch order of hx.
+  /// last valid step, in the batch order of hx. A merge_mode other than
+  /// kConcat merges as in `forward`. Fails with unequal hidden_sizes
+  /// (states per layer: `forward_layers`) and with return_sequences(false)
+  /// (a last-step output is no PackedSequence: pad the input and call
+  /// `forward(padded, hx, lengths)`).
   std::tuple<torch::nn::utils::rnn::PackedSequence, torch::Tensor>
   forward_with_packed_input(
       const torch::nn::utils::rnn::PackedSequence& packed_input,
       torch::Tensor hx = {});
+
+  /// forward with one state tensor per layer, for any sizes; required when
+  /// `hidden_sizes` are unequal, whose states cannot be stacked.
+  /// hx: empty (zeros), or num_layers tensors, layer l (num_directions,
+  /// batch, H_l), or (num_directions, H_l) with unbatched input.
+  /// Returns (output, h_n) with h_n in the same form as hx.
+  ///
+  /// Example, the two layers of 3 then 2 units:
+  /// ```
+  /// deeprnn::RNN stack(
+  ///     deeprnn::RNNOptions(4, 3).num_layers(2).hidden_sizes({3, 2}));
+  /// auto [output, h_n] = stack->forward_layers(torch::randn({5, 8, 4}));
+  /// // output (5, 8, 2); h_n[0] (1, 8, 3), h_n[1] (1, 8, 2)
+  /// ```
+  std::tuple<torch::Tensor, std::vector<torch::Tensor>> forward_layers(
+      const torch::Tensor& input,
+      std::vector<torch::Tensor> hx = {},
+      const torch::Tensor& lengths = {});
 
   /// The parameters, in the order torch::nn has them (`_flat_weights`).
   std::vector<torch::Tensor> all_weights() const;
@@ -120,6 +172,9 @@ class DEEPRNN_API RNNImpl : public torch::nn::Cloneable<RNNImpl> {
 
  private:
   std::vector<std::string> flat_weights_names_;
+  // Layer l's parameters are flat_weights()[layer_begin_[l],
+  // layer_begin_[l + 1]): the slice a one-layer operator call takes.
+  std::vector<size_t> layer_begin_;
 };
 
 /// A `ModuleHolder` for `RNNImpl`.
@@ -145,15 +200,17 @@ class DEEPRNN_API GRUImpl : public torch::nn::Cloneable<GRUImpl> {
   /// them with `reset_parameters()`.
   void reset() override;
 
-  /// Draws every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)),
-  /// as torch::nn does.
+  /// Draws every parameter of layer l from U(-1/sqrt(H_l), 1/sqrt(H_l)),
+  /// H_l its hidden size, as torch::nn does with its one hidden_size.
   void reset_parameters();
 
   /// Prints e.g. `deeprnn::GRU(input_size=10, hidden_size=20, ...)` with
-  /// every option.
+  /// every torch::nn option, then those beyond torch::nn that are set
+  /// (`hidden_sizes=[3, 2]` in place of hidden_size, merge_mode,
+  /// return_sequences).
   void pretty_print(std::ostream& stream) const override;
 
-  /// Shapes and lengths as for `RNNImpl::forward`.
+  /// Shapes, lengths, options and return value as for `RNNImpl::forward`.
   std::tuple<torch::Tensor, torch::Tensor> forward(
       const torch::Tensor& input,
       torch::Tensor hx = {},
@@ -171,6 +228,24 @@ class DEEPRNN_API GRUImpl : public torch::nn::Cloneable<GRUImpl> {
       const torch::nn::utils::rnn::PackedSequence& packed_input,
       torch::Tensor hx = {});
 
+  /// forward with one state tensor per layer, for any sizes; required when
+  /// `hidden_sizes` are unequal, whose states cannot be stacked.
+  /// hx: empty (zeros), or num_layers tensors, layer l (num_directions,
+  /// batch, H_l), or (num_directions, H_l) with unbatched input.
+  /// Returns (output, h_n) with h_n in the same form as hx.
+  ///
+  /// Example, the two layers of 3 then 2 units:
+  /// ```
+  /// deeprnn::GRU stack(
+  ///     deeprnn::GRUOptions(4, 3).num_layers(2).hidden_sizes({3, 2}));
+  /// auto [output, h_n] = stack->forward_layers(torch::randn({5, 8, 4}));
+  /// // output (5, 8, 2); h_n[0] (1, 8, 3), h_n[1] (1, 8, 2)
+  /// ```
+  std::tuple<torch::Tensor, std::vector<torch::Tensor>> forward_layers(
+      const torch::Tensor& input,
+      std::vector<torch::Tensor> hx = {},
+      const torch::Tensor& lengths = {});
+
   /// The parameters, in the order torch::nn has them (`_flat_weights`).
   std::vector<torch::Tensor> all_weights() const;
   /// The parameters as the operators take them; the same list as
@@ -186,6 +261,9 @@ class DEEPRNN_API GRUImpl : public torch::nn::Cloneable<GRUImpl> {
 
  private:
   std::vector<std::string> flat_weights_names_;
+  // Layer l's parameters are flat_weights()[layer_begin_[l],
+  // layer_begin_[l + 1]): the slice a one-layer operator call takes.
+  std::vector<size_t> layer_begin_;
 };
 
 /// A `ModuleHolder` for `GRUImpl`.
@@ -213,12 +291,14 @@ class DEEPRNN_API LSTMImpl : public torch::nn::Cloneable<LSTMImpl> {
   /// them with `reset_parameters()`.
   void reset() override;
 
-  /// Draws every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)),
-  /// as torch::nn does.
+  /// Draws every parameter of layer l from U(-1/sqrt(H_l), 1/sqrt(H_l)),
+  /// H_l its hidden size, as torch::nn does with its one hidden_size.
   void reset_parameters();
 
   /// Prints e.g. `deeprnn::LSTM(input_size=10, hidden_size=20, ...)` with
-  /// every option.
+  /// every torch::nn option, then those beyond torch::nn that are set
+  /// (`hidden_sizes=[3, 2]` in place of hidden_size, `proj_sizes=[2, 0]`
+  /// in place of proj_size, merge_mode, return_sequences).
   void pretty_print(std::ostream& stream) const override;
 
   /// input: (seq, batch, input_size), or (batch, seq, input_size) with
@@ -234,7 +314,11 @@ class DEEPRNN_API LSTMImpl : public torch::nn::Cloneable<LSTMImpl> {
   /// its last valid step (for the reverse direction, after step 0, having
   /// started at step length-1).
   /// Returns (output, (h_n, c_n)); output has
-  /// num_directions * (proj_size or hidden_size) features.
+  /// num_directions * (proj_size or hidden_size) features (without the
+  /// num_directions factor for a merge_mode other than kConcat); with
+  /// return_sequences(false), only the last step: (batch, features).
+  /// With unequal hidden_sizes or proj_sizes this fails: use
+  /// `forward_layers`.
   ///
   /// Example, two sequences of lengths 5 and 3 padded to 5 steps:
   /// ```
@@ -267,6 +351,11 @@ class DEEPRNN_API LSTMImpl : public torch::nn::Cloneable<LSTMImpl> {
   /// lengths, num_directions * (proj_size or hidden_size)) and the input's
   /// batch_sizes, sorted_indices and unsorted_indices; h_n and c_n, the
   /// states at each sequence's last valid step, in the batch order of hx_opt.
+  /// A merge_mode other than kConcat merges as in `forward`. Fails with
+  /// unequal hidden_sizes or proj_sizes (states per layer:
+  /// `forward_layers`) and with return_sequences(false) (a last-step output
+  /// is no PackedSequence: pad the input and call
+  /// `forward(padded, hx_opt, lengths)`).
   ///
   /// Example:
   /// ```
@@ -284,6 +373,31 @@ class DEEPRNN_API LSTMImpl : public torch::nn::Cloneable<LSTMImpl> {
       const torch::nn::utils::rnn::PackedSequence& packed_input,
       std::optional<std::tuple<torch::Tensor, torch::Tensor>> hx_opt = {});
 
+  /// forward with one state tensor per layer, for any sizes; required when
+  /// `hidden_sizes` or `proj_sizes` are unequal, whose states cannot be
+  /// stacked.
+  /// hx: absent or two empty lists (zeros), or (h_0, c_0), num_layers
+  /// tensors each: layer l h (num_directions, batch, P_l) and c
+  /// (num_directions, batch, H_l), without batch for unbatched input.
+  /// Returns (output, (h_n, c_n)) with h_n and c_n in the same form.
+  ///
+  /// Example, the two layers of 3 then 2 units:
+  /// ```
+  /// deeprnn::LSTM stack(
+  ///     deeprnn::LSTMOptions(4, 3).num_layers(2).hidden_sizes({3, 2}));
+  /// auto [output, state] = stack->forward_layers(torch::randn({5, 8, 4}));
+  /// auto [h_n, c_n] = state; // h_n[0] (1, 8, 3), h_n[1] (1, 8, 2)
+  /// ```
+  std::tuple<
+      torch::Tensor,
+      std::tuple<std::vector<torch::Tensor>, std::vector<torch::Tensor>>>
+  forward_layers(
+      const torch::Tensor& input,
+      std::optional<
+          std::tuple<std::vector<torch::Tensor>, std::vector<torch::Tensor>>>
+          hx = {},
+      const torch::Tensor& lengths = {});
+
   /// The parameters, in the order torch::nn has them (`_flat_weights`).
   std::vector<torch::Tensor> all_weights() const;
   /// The parameters as the operators take them; the same list as
@@ -299,6 +413,9 @@ class DEEPRNN_API LSTMImpl : public torch::nn::Cloneable<LSTMImpl> {
 
  private:
   std::vector<std::string> flat_weights_names_;
+  // Layer l's parameters are flat_weights()[layer_begin_[l],
+  // layer_begin_[l + 1]): the slice a one-layer operator call takes.
+  std::vector<size_t> layer_begin_;
 };
 
 /// A `ModuleHolder` for `LSTMImpl`.

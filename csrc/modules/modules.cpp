@@ -2,7 +2,9 @@
 // unbatched-input and PackedSequence handling that the operators leave to
 // their callers. The recurrence is the operators' business: forward only
 // reshapes and calls deeprnn::lstm / gru / rnn_tanh / rnn_relu through the
-// dispatcher.
+// dispatcher, once for the whole stack when the layers are alike and merge
+// by concatenation (torch::nn's case), else once per layer, merging the two
+// directions of each layer in between.
 
 #include <deeprnn/modules.h>
 #include <deeprnn/ops.h>
@@ -18,10 +20,27 @@
 #include <algorithm>
 #include <cmath>
 #include <ios>
+#include <sstream>
 #include <string>
 #include <utility>
 
 namespace deeprnn {
+
+std::ostream& operator<<(std::ostream& stream, MergeMode mode) {
+  switch (mode) {
+    case MergeMode::kConcat:
+      return stream << "kConcat";
+    case MergeMode::kSum:
+      return stream << "kSum";
+    case MergeMode::kMul:
+      return stream << "kMul";
+    case MergeMode::kAve:
+      return stream << "kAve";
+  }
+  // An enum class can still hold a value outside its enumerators.
+  return stream << "MergeMode(" << static_cast<int>(mode) << ")";
+}
+
 namespace {
 
 // What the three modules have in common, read off their own options types so
@@ -31,12 +50,53 @@ struct RecurrentConfig {
   int64_t gate_count; // 4 LSTM, 3 GRU, 1 RNN
   int64_t input_size;
   int64_t hidden_size;
+  std::vector<int64_t> hidden_sizes; // as set: empty = hidden_size each layer
   int64_t num_layers;
   int64_t proj_size; // 0 outside LSTM
+  std::vector<int64_t> proj_sizes; // as set: empty = proj_size each layer
   bool bias;
   bool batch_first;
   double dropout;
   bool bidirectional;
+  MergeMode merge_mode;
+  bool return_sequences;
+
+  // Valid once check_options has passed.
+  int64_t num_directions() const {
+    return bidirectional ? 2 : 1;
+  }
+  int64_t hidden_of(int64_t layer) const {
+    return hidden_sizes.empty() ? hidden_size : hidden_sizes[layer];
+  }
+  int64_t proj_of(int64_t layer) const {
+    return proj_sizes.empty() ? proj_size : proj_sizes[layer];
+  }
+  // Features of one direction of the layer's output (and of its h).
+  int64_t output_of(int64_t layer) const {
+    return proj_of(layer) > 0 ? proj_of(layer) : hidden_of(layer);
+  }
+  // Features of the layer's output once its directions are merged.
+  int64_t merged_of(int64_t layer) const {
+    return merge_mode == MergeMode::kConcat
+        ? num_directions() * output_of(layer)
+        : output_of(layer);
+  }
+  int64_t input_of(int64_t layer) const {
+    return layer == 0 ? input_size : merged_of(layer - 1);
+  }
+  // Every layer alike: the states stack into one tensor.
+  bool uniform() const {
+    for (int64_t layer = 1; layer < num_layers; ++layer) {
+      if (hidden_of(layer) != hidden_of(0) || proj_of(layer) != proj_of(0)) {
+        return false;
+      }
+    }
+    return true;
+  }
+  // torch::nn's own configuration: one operator call runs the whole stack.
+  bool fused() const {
+    return uniform() && merge_mode == MergeMode::kConcat;
+  }
 };
 
 RecurrentConfig config_of(const RNNOptions& options) {
@@ -45,12 +105,16 @@ RecurrentConfig config_of(const RNNOptions& options) {
       1,
       options.input_size(),
       options.hidden_size(),
+      options.hidden_sizes(),
       options.num_layers(),
       0,
+      {},
       options.bias(),
       options.batch_first(),
       options.dropout(),
-      options.bidirectional()};
+      options.bidirectional(),
+      options.merge_mode(),
+      options.return_sequences()};
 }
 
 RecurrentConfig config_of(const GRUOptions& options) {
@@ -59,12 +123,16 @@ RecurrentConfig config_of(const GRUOptions& options) {
       3,
       options.input_size(),
       options.hidden_size(),
+      options.hidden_sizes(),
       options.num_layers(),
       0,
+      {},
       options.bias(),
       options.batch_first(),
       options.dropout(),
-      options.bidirectional()};
+      options.bidirectional(),
+      options.merge_mode(),
+      options.return_sequences()};
 }
 
 RecurrentConfig config_of(const LSTMOptions& options) {
@@ -73,12 +141,26 @@ RecurrentConfig config_of(const LSTMOptions& options) {
       4,
       options.input_size(),
       options.hidden_size(),
+      options.hidden_sizes(),
       options.num_layers(),
       options.proj_size(),
+      options.proj_sizes(),
       options.bias(),
       options.batch_first(),
       options.dropout(),
-      options.bidirectional()};
+      options.bidirectional(),
+      options.merge_mode(),
+      options.return_sequences()};
+}
+
+std::string list_str(const std::vector<int64_t>& values) {
+  std::ostringstream stream;
+  stream << "[";
+  for (size_t i = 0; i < values.size(); ++i) {
+    stream << (i == 0 ? "" : ", ") << values[i];
+  }
+  stream << "]";
+  return stream.str();
 }
 
 // Fails at construction rather than at the first forward, so a bad
@@ -90,49 +172,135 @@ void check_options(const RecurrentConfig& config) {
       name,
       ": input_size must be >= 0, got ",
       config.input_size);
-  TORCH_CHECK(
-      config.hidden_size > 0,
-      name,
-      ": hidden_size must be > 0, got ",
-      config.hidden_size);
+  if (config.hidden_sizes.empty()) {
+    TORCH_CHECK(
+        config.hidden_size > 0,
+        name,
+        ": hidden_size must be > 0, got ",
+        config.hidden_size);
+  }
   TORCH_CHECK(
       config.num_layers >= 1,
       name,
       ": num_layers must be >= 1, got ",
       config.num_layers);
+  if (!config.hidden_sizes.empty()) {
+    TORCH_CHECK(
+        static_cast<int64_t>(config.hidden_sizes.size()) == config.num_layers,
+        name,
+        ": hidden_sizes must have one entry per layer (num_layers=",
+        config.num_layers,
+        "), got ",
+        config.hidden_sizes.size(),
+        ": ",
+        list_str(config.hidden_sizes));
+    for (size_t layer = 0; layer < config.hidden_sizes.size(); ++layer) {
+      TORCH_CHECK(
+          config.hidden_sizes[layer] > 0,
+          name,
+          ": hidden_sizes[",
+          layer,
+          "] must be > 0, got ",
+          config.hidden_sizes[layer]);
+    }
+  }
   // Written so that NaN fails too.
   TORCH_CHECK(
       config.dropout >= 0.0 && config.dropout <= 1.0,
       name,
       ": dropout must be in [0, 1], got ",
       config.dropout);
+  if (!config.proj_sizes.empty()) {
+    TORCH_CHECK(
+        static_cast<int64_t>(config.proj_sizes.size()) == config.num_layers,
+        name,
+        ": proj_sizes must have one entry per layer (num_layers=",
+        config.num_layers,
+        "), got ",
+        config.proj_sizes.size(),
+        ": ",
+        list_str(config.proj_sizes));
+  }
+  for (int64_t layer = 0; layer < config.num_layers; ++layer) {
+    const int64_t proj = config.proj_of(layer);
+    const int64_t hidden = config.hidden_of(layer);
+    if (config.proj_sizes.empty() && config.hidden_sizes.empty()) {
+      TORCH_CHECK(
+          proj >= 0 && proj < hidden,
+          name,
+          ": proj_size must be >= 0 and smaller than hidden_size (",
+          hidden,
+          "), got ",
+          proj);
+    } else if (config.proj_sizes.empty()) {
+      TORCH_CHECK(
+          proj >= 0 && proj < hidden,
+          name,
+          ": proj_size=",
+          proj,
+          " must be >= 0 and smaller than every layer's hidden size, got "
+          "hidden_sizes[",
+          layer,
+          "]=",
+          hidden);
+    } else {
+      TORCH_CHECK(
+          proj >= 0 && proj < hidden,
+          name,
+          ": proj_sizes[",
+          layer,
+          "] must be >= 0 and smaller than the layer's hidden size (",
+          hidden,
+          "), got ",
+          proj);
+    }
+  }
+  const bool known_merge = config.merge_mode == MergeMode::kConcat ||
+      config.merge_mode == MergeMode::kSum ||
+      config.merge_mode == MergeMode::kMul ||
+      config.merge_mode == MergeMode::kAve;
   TORCH_CHECK(
-      config.proj_size >= 0 && config.proj_size < config.hidden_size,
+      known_merge,
       name,
-      ": proj_size must be >= 0 and smaller than hidden_size (",
-      config.hidden_size,
-      "), got ",
-      config.proj_size);
-  // The largest weight, gate_count*hidden_size rows by the widest layer
-  // input, must have a size that int64 holds: absurd sizes fail here, by
-  // name, instead of wrapping around into a negative shape.
-  const int64_t out_width =
-      config.proj_size > 0 ? config.proj_size : config.hidden_size;
-  int64_t upper_input = 0, rows = 0, numel = 0; // upper: D*P, layers > 0
-  const bool fits =
-      !c10::mul_overflows(
-          int64_t{config.bidirectional ? 2 : 1}, out_width, &upper_input) &&
-      !c10::mul_overflows(config.gate_count, config.hidden_size, &rows) &&
-      !c10::mul_overflows(
-          rows, std::max({config.input_size, upper_input, out_width}), &numel);
+      ": merge_mode must be kConcat, kSum, kMul or kAve, got ",
+      config.merge_mode);
   TORCH_CHECK(
-      fits,
+      config.merge_mode == MergeMode::kConcat || config.bidirectional,
       name,
-      ": the weights of input_size ",
-      config.input_size,
-      " and hidden_size ",
-      config.hidden_size,
-      " would have more elements than int64 can count");
+      ": merge_mode=",
+      config.merge_mode,
+      " combines the two directions of a layer and needs bidirectional=true, "
+      "got bidirectional=false");
+  // The largest weight of each layer, gate_count*hidden rows by the widest
+  // of its input and output, must have a size that int64 holds: absurd sizes
+  // fail here, by name, instead of wrapping around into a negative shape.
+  int64_t layer_input = config.input_size;
+  for (int64_t layer = 0; layer < config.num_layers; ++layer) {
+    const int64_t hidden = config.hidden_of(layer);
+    const int64_t out_width = config.output_of(layer);
+    int64_t merged = 0, rows = 0, numel = 0;
+    const bool fits =
+        !c10::mul_overflows(
+            config.merge_mode == MergeMode::kConcat ? config.num_directions()
+                                                    : int64_t{1},
+            out_width,
+            &merged) &&
+        !c10::mul_overflows(config.gate_count, hidden, &rows) &&
+        !c10::mul_overflows(
+            rows, std::max({layer_input, merged, out_width}), &numel);
+    TORCH_CHECK(
+        fits,
+        name,
+        ": the weights of input_size ",
+        layer_input,
+        " and hidden_size ",
+        hidden,
+        config.num_layers > 1 ? " (layer " : "",
+        config.num_layers > 1 ? std::to_string(layer) : std::string(),
+        config.num_layers > 1 ? ")" : "",
+        " would have more elements than int64 can count");
+    layer_input = merged;
+  }
   if (config.dropout > 0.0 && config.num_layers == 1) {
     TORCH_WARN(
         name,
@@ -142,51 +310,47 @@ void check_options(const RecurrentConfig& config) {
   }
 }
 
+struct ParameterLayout {
+  std::vector<std::string> names; // flat, in torch::nn's order
+  std::vector<size_t> layer_begin; // layer l: names[begin[l], begin[l + 1])
+};
+
 // Registers the parameters exactly as torch::nn does (names, order, shapes),
-// so that checkpoints move between the two unchanged. Returns their names in
-// that order, which is also the order the operators expect.
-std::vector<std::string> register_recurrent_parameters(
+// so that checkpoints move between the two unchanged; with per-layer sizes,
+// each layer's shapes follow its own sizes and the merged width of the layer
+// below. The names come back in that order, which is also the order the
+// operators expect.
+ParameterLayout register_recurrent_parameters(
     torch::nn::Module& module,
     const RecurrentConfig& config) {
-  const int64_t num_directions = config.bidirectional ? 2 : 1;
-  const int64_t gate_size = config.gate_count * config.hidden_size;
-  const int64_t real_hidden_size =
-      config.proj_size > 0 ? config.proj_size : config.hidden_size;
-
-  std::vector<std::string> names;
+  ParameterLayout layout;
   const auto add = [&](const std::string& name, torch::Tensor tensor) {
     module.register_parameter(name, std::move(tensor));
-    names.push_back(name);
+    layout.names.push_back(name);
   };
   for (int64_t layer = 0; layer < config.num_layers; ++layer) {
-    const int64_t layer_input_size =
-        layer == 0 ? config.input_size : real_hidden_size * num_directions;
-    for (int64_t direction = 0; direction < num_directions; ++direction) {
+    layout.layer_begin.push_back(layout.names.size());
+    const int64_t hidden = config.hidden_of(layer);
+    const int64_t gate_size = config.gate_count * hidden;
+    const int64_t out_width = config.output_of(layer);
+    const int64_t layer_input_size = config.input_of(layer);
+    for (int64_t direction = 0; direction < config.num_directions();
+         ++direction) {
       const std::string suffix =
           "_l" + std::to_string(layer) + (direction == 1 ? "_reverse" : "");
       add("weight_ih" + suffix, torch::empty({gate_size, layer_input_size}));
-      add("weight_hh" + suffix, torch::empty({gate_size, real_hidden_size}));
+      add("weight_hh" + suffix, torch::empty({gate_size, out_width}));
       if (config.bias) {
         add("bias_ih" + suffix, torch::empty({gate_size}));
         add("bias_hh" + suffix, torch::empty({gate_size}));
       }
-      if (config.proj_size > 0) {
-        add("weight_hr" + suffix,
-            torch::empty({config.proj_size, config.hidden_size}));
+      if (config.proj_of(layer) > 0) {
+        add("weight_hr" + suffix, torch::empty({out_width, hidden}));
       }
     }
   }
-  return names;
-}
-
-void reset_recurrent_parameters(
-    torch::nn::Module& module,
-    int64_t hidden_size) {
-  const double bound = 1.0 / std::sqrt(static_cast<double>(hidden_size));
-  torch::NoGradGuard no_grad;
-  for (auto& parameter : module.parameters(/*recurse=*/false)) {
-    parameter.uniform_(-bound, bound);
-  }
+  layout.layer_begin.push_back(layout.names.size());
+  return layout;
 }
 
 // Looked up by name on every call rather than cached: Module::to, load and
@@ -204,10 +368,36 @@ std::vector<torch::Tensor> parameters_by_name(
   return result;
 }
 
+// In registration order, so that uniform sizes draw exactly the numbers
+// they drew before sizes could differ per layer. Each layer's bound comes
+// from its own hidden size, read off its weight_hh (gate_count * H_l rows,
+// second in the layer) rather than off the options, which may have been
+// edited since reset() shaped the parameters.
+void reset_recurrent_parameters(
+    torch::nn::Module& module,
+    int64_t gate_count,
+    const std::vector<std::string>& names,
+    const std::vector<size_t>& layer_begin) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> parameters = parameters_by_name(module, names);
+  for (size_t layer = 0; layer + 1 < layer_begin.size(); ++layer) {
+    const int64_t hidden =
+        parameters[layer_begin[layer] + 1].size(0) / gate_count;
+    const double bound = 1.0 / std::sqrt(static_cast<double>(hidden));
+    for (size_t i = layer_begin[layer]; i < layer_begin[layer + 1]; ++i) {
+      parameters[i].uniform_(-bound, bound);
+    }
+  }
+}
+
 void print_common_options(std::ostream& stream, const RecurrentConfig& config) {
-  stream << "input_size=" << config.input_size
-         << ", hidden_size=" << config.hidden_size
-         << ", num_layers=" << config.num_layers;
+  stream << "input_size=" << config.input_size;
+  if (config.hidden_sizes.empty()) {
+    stream << ", hidden_size=" << config.hidden_size;
+  } else {
+    stream << ", hidden_sizes=" << list_str(config.hidden_sizes);
+  }
+  stream << ", num_layers=" << config.num_layers;
 }
 
 void print_trailing_options(
@@ -219,6 +409,17 @@ void print_trailing_options(
          << ", dropout=" << config.dropout
          << ", bidirectional=" << config.bidirectional;
   stream.flags(flags);
+}
+
+// Options beyond torch::nn, printed only when set, so that a module built
+// as torch::nn's prints as it always did.
+void print_extra_options(std::ostream& stream, const RecurrentConfig& config) {
+  if (config.merge_mode != MergeMode::kConcat) {
+    stream << ", merge_mode=" << config.merge_mode;
+  }
+  if (!config.return_sequences) {
+    stream << ", return_sequences=false";
+  }
 }
 
 // The operators take 3-D input only; torch::nn also accepts one unbatched
@@ -453,71 +654,569 @@ using SingleStateOp = std::tuple<at::Tensor, at::Tensor> (*)(
     bool,
     const std::optional<at::Tensor>&);
 
-// forward of RNN and GRU, whose only state is h.
-std::tuple<torch::Tensor, torch::Tensor> single_state_forward(
-    SingleStateOp op,
+// How a module calls its operator: deeprnn::lstm, or a single-state one (RNN,
+// GRU) whose cell state comes back undefined, so that everything below is
+// written once for the three modules.
+struct Recurrence {
+  SingleStateOp single_state; // nullptr: LSTM
+
+  bool is_lstm() const {
+    return single_state == nullptr;
+  }
+
+  // Returns (output, hy, cy).
+  std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> operator()(
+      const torch::Tensor& input,
+      const std::optional<torch::Tensor>& hx,
+      const std::optional<torch::Tensor>& cx,
+      at::TensorList params,
+      const RecurrentConfig& config,
+      int64_t num_layers,
+      double dropout,
+      bool train,
+      bool batch_first,
+      const std::optional<torch::Tensor>& lengths) const {
+    if (is_lstm()) {
+      return deeprnn::lstm(
+          input,
+          hx,
+          cx,
+          params,
+          config.bias,
+          num_layers,
+          dropout,
+          train,
+          config.bidirectional,
+          batch_first,
+          lengths);
+    }
+    auto [output, hy] = single_state(
+        input,
+        hx,
+        params,
+        config.bias,
+        num_layers,
+        dropout,
+        train,
+        config.bidirectional,
+        batch_first,
+        lengths);
+    return std::make_tuple(std::move(output), std::move(hy), torch::Tensor());
+  }
+};
+
+// What a forward needs from its module, taken once per call.
+struct ModuleCall {
+  Recurrence recurrence;
+  RecurrentConfig config;
+  std::vector<torch::Tensor> params; // flat, in torch::nn's order
+  std::vector<size_t> layer_begin; // layer l: params[begin[l], begin[l + 1])
+  bool train;
+};
+
+template <typename Options>
+ModuleCall module_call(
+    const torch::nn::Module& module,
+    const Options& options,
+    Recurrence recurrence,
+    const std::vector<std::string>& names,
+    const std::vector<size_t>& layer_begin) {
+  return {
+      recurrence,
+      config_of(options),
+      parameters_by_name(module, names),
+      layer_begin,
+      module.is_training()};
+}
+
+// forward: (..., P), reverse: (..., P); kConcat gives (..., 2P), the others
+// (..., P).
+torch::Tensor merge_pair(
+    const torch::Tensor& forward,
+    const torch::Tensor& reverse,
+    MergeMode mode) {
+  switch (mode) {
+    case MergeMode::kSum:
+      return forward + reverse;
+    case MergeMode::kMul:
+      return forward * reverse;
+    case MergeMode::kAve:
+      return (forward + reverse) * 0.5;
+    case MergeMode::kConcat:
+      break;
+  }
+  return torch::cat({forward, reverse}, -1);
+}
+
+// output: (..., D*P) as the operator returns it, forward half first.
+torch::Tensor merge_directions(
+    const torch::Tensor& output,
+    const RecurrentConfig& config) {
+  if (config.merge_mode == MergeMode::kConcat) {
+    return output;
+  }
+  const int64_t width = output.size(-1) / 2;
+  return merge_pair(
+      output.narrow(-1, 0, width),
+      output.narrow(-1, width, width),
+      config.merge_mode);
+}
+
+// return_sequences=false: from the last layer's h_n (D, B, P), not from the
+// output, because the reverse direction's last step is its state after
+// reading the whole sequence (output step 0), and with lengths the forward
+// direction's is at each sequence's own last step; h_n holds both.
+torch::Tensor last_step(
     const RecurrentConfig& config,
-    const std::vector<torch::Tensor>& params,
-    bool train,
+    const torch::Tensor& last_layer_h) {
+  if (config.num_directions() == 1) {
+    return last_layer_h.select(0, 0);
+  }
+  return merge_pair(
+      last_layer_h.select(0, 0), last_layer_h.select(0, 1), config.merge_mode);
+}
+
+struct LayeredResult {
+  torch::Tensor output; // merged, every step
+  std::vector<torch::Tensor> h; // layer l: (D, B, P_l)
+  std::vector<torch::Tensor> c; // LSTM, layer l: (D, B, H_l); else empty
+};
+
+// One operator call per layer, the directions merged and dropout applied
+// between layers, as the fused operator does it for concatenation.
+// input: batched; h0, c0: empty (zeros) or one checked, batched tensor per
+// layer.
+LayeredResult run_layers(
+    const ModuleCall& call,
     const torch::Tensor& input,
-    torch::Tensor hx,
+    bool batch_first,
+    const std::vector<torch::Tensor>& h0,
+    const std::vector<torch::Tensor>& c0,
+    const std::optional<torch::Tensor>& lengths) {
+  const RecurrentConfig& config = call.config;
+  const at::TensorList params(call.params);
+  LayeredResult result;
+  torch::Tensor layer_input = input;
+  for (int64_t layer = 0; layer < config.num_layers; ++layer) {
+    std::optional<torch::Tensor> hx;
+    std::optional<torch::Tensor> cx;
+    if (!h0.empty()) {
+      hx = h0[layer];
+    }
+    if (!c0.empty()) {
+      cx = c0[layer];
+    }
+    const size_t begin = call.layer_begin[layer];
+    auto [output, hy, cy] = call.recurrence(
+        layer_input,
+        hx,
+        cx,
+        params.slice(begin, call.layer_begin[layer + 1] - begin),
+        config,
+        /*num_layers=*/1,
+        /*dropout=*/0.0,
+        call.train,
+        batch_first,
+        lengths);
+    output = merge_directions(output, config);
+    if (layer + 1 < config.num_layers && call.train && config.dropout > 0.0) {
+      output = torch::dropout(output, config.dropout, /*train=*/true);
+    }
+    layer_input = std::move(output);
+    result.h.push_back(std::move(hy));
+    if (cy.defined()) {
+      result.c.push_back(std::move(cy));
+    }
+  }
+  result.output = std::move(layer_input);
+  return result;
+}
+
+// Stacked states, (L*D, B, P) and (L*D, B, H), in and out; uniform sizes
+// only. torch::nn's configuration is one operator call, exactly as before
+// the other options existed.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> run_stacked(
+    const ModuleCall& call,
+    const torch::Tensor& input,
+    bool batch_first,
+    const std::optional<torch::Tensor>& hx,
+    const std::optional<torch::Tensor>& cx,
+    const std::optional<torch::Tensor>& lengths) {
+  const RecurrentConfig& config = call.config;
+  if (config.fused()) {
+    return call.recurrence(
+        input,
+        hx,
+        cx,
+        call.params,
+        config,
+        config.num_layers,
+        config.dropout,
+        call.train,
+        batch_first,
+        lengths);
+  }
+  const int64_t num_directions = config.num_directions();
+  std::vector<torch::Tensor> h0;
+  std::vector<torch::Tensor> c0;
+  if (hx.has_value()) {
+    h0 = hx->split(num_directions);
+  }
+  if (cx.has_value()) {
+    c0 = cx->split(num_directions);
+  }
+  LayeredResult result = run_layers(call, input, batch_first, h0, c0, lengths);
+  return std::make_tuple(
+      std::move(result.output),
+      torch::cat(result.h),
+      result.c.empty() ? torch::Tensor() : torch::cat(result.c));
+}
+
+// forward and forward_with_packed_input return one stacked state tensor
+// (their signatures are torch::nn's), which layers of different sizes
+// cannot share.
+void check_uniform_for(
+    const RecurrentConfig& config,
+    const char* method,
+    const char* advice) {
+  if (config.uniform()) {
+    return;
+  }
+  std::vector<int64_t> hidden;
+  std::vector<int64_t> proj;
+  bool any_proj = false;
+  for (int64_t layer = 0; layer < config.num_layers; ++layer) {
+    hidden.push_back(config.hidden_of(layer));
+    proj.push_back(config.proj_of(layer));
+    any_proj = any_proj || proj.back() > 0;
+  }
+  TORCH_CHECK(
+      false,
+      config.module_name,
+      ": ",
+      method,
+      " returns one stacked state tensor, which needs equal sizes in every "
+      "layer, got hidden sizes ",
+      list_str(hidden),
+      any_proj ? " and proj sizes " + list_str(proj) : std::string(),
+      "; ",
+      advice);
+}
+
+// The whole shape of a stacked state, for the per-layer path, which splits
+// it before any operator sees it. state is as the user gave it.
+void check_stacked_state(
+    const RecurrentConfig& config,
+    const char* state_name,
+    const torch::Tensor& state,
+    bool is_batched,
+    int64_t batch,
+    int64_t width,
+    const char* width_name) {
+  std::vector<int64_t> expected = {config.num_layers * config.num_directions()};
+  if (is_batched) {
+    expected.push_back(batch);
+  }
+  expected.push_back(width);
+  TORCH_CHECK(
+      state.sizes() == torch::IntArrayRef(expected),
+      config.module_name,
+      ": ",
+      state_name,
+      " must have shape ",
+      list_str(expected),
+      " = (num_layers*num_directions, ",
+      is_batched ? "batch, " : "",
+      width_name,
+      "), got ",
+      state.sizes());
+}
+
+// The states of forward_layers: one tensor per layer, as the user gave them.
+void check_layer_states(
+    const RecurrentConfig& config,
+    const BatchedView& view,
+    const char* state_name,
+    const std::vector<torch::Tensor>& states,
+    bool cells) {
+  const char* name = config.module_name;
+  TORCH_CHECK(
+      static_cast<int64_t>(states.size()) == config.num_layers,
+      name,
+      ": ",
+      state_name,
+      " must hold one tensor per layer (num_layers = ",
+      config.num_layers,
+      "), got ",
+      states.size(),
+      " tensors; pass none at all for zeros");
+  const int64_t batch = view.input.size(view.batch_dim);
+  for (int64_t layer = 0; layer < config.num_layers; ++layer) {
+    const torch::Tensor& state = states[layer];
+    TORCH_CHECK(
+        state.defined(),
+        name,
+        ": ",
+        state_name,
+        "[",
+        layer,
+        "] is undefined; pass none at all for zeros");
+    const bool projected = !cells && config.proj_of(layer) > 0;
+    std::vector<int64_t> expected = {config.num_directions()};
+    if (view.is_batched) {
+      expected.push_back(batch);
+    }
+    expected.push_back(
+        projected ? config.proj_of(layer) : config.hidden_of(layer));
+    TORCH_CHECK(
+        state.sizes() == torch::IntArrayRef(expected),
+        name,
+        ": ",
+        state_name,
+        "[",
+        layer,
+        "] must have shape ",
+        list_str(expected),
+        " = (num_directions, ",
+        view.is_batched ? "batch, " : "",
+        projected ? "proj" : "hidden",
+        " size of layer ",
+        layer,
+        ") for ",
+        view.is_batched ? "batched 3-D" : "unbatched 2-D",
+        " input, got ",
+        state.sizes());
+  }
+}
+
+// forward of the three modules; h0 (and LSTM's c0) undefined means zeros.
+// Returns (output, hy, cy), cy undefined outside LSTM.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> stacked_forward(
+    const ModuleCall& call,
+    const torch::Tensor& input,
+    const torch::Tensor& h0,
+    const torch::Tensor& c0,
     const torch::Tensor& lengths) {
+  const RecurrentConfig& config = call.config;
   const BatchedView view = to_batched(config, input);
   const std::optional<torch::Tensor> lengths_opt =
       lengths_for_op(config, view, lengths);
-  std::optional<torch::Tensor> hx_opt;
-  if (hx.defined()) {
-    check_state_rank(config, view, "hx", hx);
-    hx_opt = view.is_batched ? hx : hx.unsqueeze(1);
+  check_uniform_for(
+      config,
+      "forward",
+      "call forward_layers(input, hx, lengths), which takes and returns one "
+      "state tensor per layer");
+  const bool lstm = call.recurrence.is_lstm();
+  const char* h_name = lstm ? "h_0" : "hx";
+  std::optional<torch::Tensor> hx;
+  std::optional<torch::Tensor> cx;
+  if (h0.defined()) {
+    check_state_rank(config, view, h_name, h0);
+    if (lstm) {
+      check_state_rank(config, view, "c_0", c0);
+    }
+    if (!config.fused()) {
+      const int64_t batch = view.input.size(view.batch_dim);
+      const bool projected = config.proj_of(0) > 0;
+      check_stacked_state(
+          config,
+          h_name,
+          h0,
+          view.is_batched,
+          batch,
+          config.output_of(0),
+          projected ? "proj_size" : "hidden_size");
+      if (lstm) {
+        check_stacked_state(
+            config,
+            "c_0",
+            c0,
+            view.is_batched,
+            batch,
+            config.hidden_of(0),
+            "hidden_size");
+      }
+    }
+    hx = view.is_batched ? h0 : h0.unsqueeze(1);
+    if (lstm) {
+      cx = view.is_batched ? c0 : c0.unsqueeze(1);
+    }
   }
-  auto [output, hy] =
-      op(view.input,
-         hx_opt,
-         params,
-         config.bias,
-         config.num_layers,
-         config.dropout,
-         train,
-         config.bidirectional,
-         config.batch_first,
-         lengths_opt);
+  auto [output, hy, cy] =
+      run_stacked(call, view.input, config.batch_first, hx, cx, lengths_opt);
+  if (!config.return_sequences) {
+    const int64_t num_directions = config.num_directions();
+    output = last_step(
+        config,
+        hy.narrow(0, (config.num_layers - 1) * num_directions, num_directions));
+  }
   if (!view.is_batched) {
-    output = output.squeeze(view.batch_dim);
+    output = output.squeeze(config.return_sequences ? view.batch_dim : 0);
     hy = hy.squeeze(1);
+    if (cy.defined()) {
+      cy = cy.squeeze(1);
+    }
   }
-  return std::make_tuple(std::move(output), std::move(hy));
+  return std::make_tuple(std::move(output), std::move(hy), std::move(cy));
 }
 
-// forward_with_packed_input of RNN and GRU.
-std::tuple<torch::nn::utils::rnn::PackedSequence, torch::Tensor>
-single_state_packed_forward(
-    SingleStateOp op,
-    const RecurrentConfig& config,
-    const std::vector<torch::Tensor>& params,
-    bool train,
-    const torch::nn::utils::rnn::PackedSequence& packed_input,
-    const torch::Tensor& hx) {
-  const UnpackedInput unpacked = unpack_sorted(config, packed_input);
-  std::optional<torch::Tensor> hx_sorted;
-  if (hx.defined()) {
-    check_packed_state(config, "hx", hx, unpacked.padded.size(1));
-    hx_sorted = permute_batch(hx, packed_input.sorted_indices());
+// forward_layers of the three modules; h0 (and LSTM's c0) empty means zeros.
+// Returns (output, hy, cy) with one state tensor per layer; cy empty outside
+// LSTM.
+std::
+    tuple<torch::Tensor, std::vector<torch::Tensor>, std::vector<torch::Tensor>>
+    layers_forward(
+        const ModuleCall& call,
+        const torch::Tensor& input,
+        const std::vector<torch::Tensor>& h0,
+        const std::vector<torch::Tensor>& c0,
+        const torch::Tensor& lengths) {
+  const RecurrentConfig& config = call.config;
+  const BatchedView view = to_batched(config, input);
+  const std::optional<torch::Tensor> lengths_opt =
+      lengths_for_op(config, view, lengths);
+  const bool lstm = call.recurrence.is_lstm();
+  const bool has_state = !h0.empty() || !c0.empty();
+  std::vector<torch::Tensor> hx;
+  std::vector<torch::Tensor> cx;
+  if (has_state) {
+    check_layer_states(config, view, lstm ? "h_0" : "hx", h0, false);
+    if (lstm) {
+      check_layer_states(config, view, "c_0", c0, true);
+    }
+    for (const auto& state : h0) {
+      hx.push_back(view.is_batched ? state : state.unsqueeze(1));
+    }
+    for (const auto& state : c0) {
+      cx.push_back(view.is_batched ? state : state.unsqueeze(1));
+    }
   }
-  auto [output, hy] =
-      op(unpacked.padded,
-         hx_sorted,
-         params,
-         config.bias,
-         config.num_layers,
-         config.dropout,
-         train,
-         config.bidirectional,
-         /*batch_first=*/false,
-         unpacked.lengths);
+  torch::Tensor output;
+  std::vector<torch::Tensor> hy;
+  std::vector<torch::Tensor> cy;
+  if (config.fused()) {
+    std::optional<torch::Tensor> hx_stacked;
+    std::optional<torch::Tensor> cx_stacked;
+    if (has_state) {
+      hx_stacked = torch::cat(hx);
+      if (lstm) {
+        cx_stacked = torch::cat(cx);
+      }
+    }
+    auto [stack_output, stack_h, stack_c] = run_stacked(
+        call,
+        view.input,
+        config.batch_first,
+        hx_stacked,
+        cx_stacked,
+        lengths_opt);
+    output = std::move(stack_output);
+    hy = stack_h.split(config.num_directions());
+    if (stack_c.defined()) {
+      cy = stack_c.split(config.num_directions());
+    }
+  } else {
+    LayeredResult result =
+        run_layers(call, view.input, config.batch_first, hx, cx, lengths_opt);
+    output = std::move(result.output);
+    hy = std::move(result.h);
+    cy = std::move(result.c);
+  }
+  if (!config.return_sequences) {
+    output = last_step(config, hy.back());
+  }
+  if (!view.is_batched) {
+    output = output.squeeze(config.return_sequences ? view.batch_dim : 0);
+    for (auto& state : hy) {
+      state = state.squeeze(1);
+    }
+    for (auto& state : cy) {
+      state = state.squeeze(1);
+    }
+  }
+  return std::make_tuple(std::move(output), std::move(hy), std::move(cy));
+}
+
+// forward_with_packed_input of the three modules; h0 (and LSTM's c0)
+// undefined means zeros. Returns (output, hy, cy), cy undefined outside LSTM.
+std::tuple<torch::nn::utils::rnn::PackedSequence, torch::Tensor, torch::Tensor>
+packed_forward(
+    const ModuleCall& call,
+    const torch::nn::utils::rnn::PackedSequence& packed_input,
+    const torch::Tensor& h0,
+    const torch::Tensor& c0) {
+  const RecurrentConfig& config = call.config;
+  check_uniform_for(
+      config,
+      "forward_with_packed_input",
+      "pad the input with pad_packed_sequence and call "
+      "forward_layers(padded, hx, lengths), which takes and returns one "
+      "state tensor per layer");
+  TORCH_CHECK(
+      config.return_sequences,
+      config.module_name,
+      ": forward_with_packed_input returns a PackedSequence, which cannot "
+      "hold the (batch, features) last-step output of "
+      "return_sequences=false; pad the input with pad_packed_sequence and "
+      "call forward(padded, hx, lengths)");
+  const UnpackedInput unpacked = unpack_sorted(config, packed_input);
+  const int64_t num_sequences = unpacked.padded.size(1);
+  const bool lstm = call.recurrence.is_lstm();
+  const char* h_name = lstm ? "h_0" : "hx";
+  std::optional<torch::Tensor> hx;
+  std::optional<torch::Tensor> cx;
+  if (h0.defined()) {
+    check_packed_state(config, h_name, h0, num_sequences);
+    if (lstm) {
+      check_packed_state(config, "c_0", c0, num_sequences);
+    }
+    if (!config.fused()) {
+      check_stacked_state(
+          config,
+          h_name,
+          h0,
+          /*is_batched=*/true,
+          num_sequences,
+          config.output_of(0),
+          config.proj_of(0) > 0 ? "proj_size" : "hidden_size");
+      if (lstm) {
+        check_stacked_state(
+            config,
+            "c_0",
+            c0,
+            /*is_batched=*/true,
+            num_sequences,
+            config.hidden_of(0),
+            "hidden_size");
+      }
+    }
+    hx = permute_batch(h0, packed_input.sorted_indices());
+    if (lstm) {
+      cx = permute_batch(c0, packed_input.sorted_indices());
+    }
+  }
+  auto [output, hy, cy] = run_stacked(
+      call,
+      unpacked.padded,
+      /*batch_first=*/false,
+      hx,
+      cx,
+      unpacked.lengths);
+  const torch::Tensor& unsorted_indices = packed_input.unsorted_indices();
   return std::make_tuple(
       repack(output, unpacked, packed_input),
-      permute_batch(hy, packed_input.unsorted_indices()));
+      permute_batch(hy, unsorted_indices),
+      cy.defined() ? permute_batch(cy, unsorted_indices) : torch::Tensor());
 }
+
+Recurrence rnn_recurrence(const RNNOptions& options) {
+  const bool is_relu =
+      std::holds_alternative<torch::enumtype::kReLU>(options.nonlinearity());
+  return {is_relu ? &deeprnn::rnn_relu : &deeprnn::rnn_tanh};
+}
+
+constexpr Recurrence kGRURecurrence{&deeprnn::gru};
+constexpr Recurrence kLSTMRecurrence{nullptr};
 
 } // namespace
 
@@ -530,12 +1229,14 @@ RNNImpl::RNNImpl(const RNNOptions& options_) : options(options_) {
 void RNNImpl::reset() {
   const RecurrentConfig config = config_of(options);
   check_options(config);
-  flat_weights_names_ = register_recurrent_parameters(*this, config);
+  ParameterLayout layout = register_recurrent_parameters(*this, config);
+  flat_weights_names_ = std::move(layout.names);
+  layer_begin_ = std::move(layout.layer_begin);
   reset_parameters();
 }
 
 void RNNImpl::reset_parameters() {
-  reset_recurrent_parameters(*this, options.hidden_size());
+  reset_recurrent_parameters(*this, 1, flat_weights_names_, layer_begin_);
 }
 
 void RNNImpl::pretty_print(std::ostream& stream) const {
@@ -546,6 +1247,7 @@ void RNNImpl::pretty_print(std::ostream& stream) const {
   print_common_options(stream, config);
   stream << ", nonlinearity=" << (is_relu ? "kReLU" : "kTanh");
   print_trailing_options(stream, config);
+  print_extra_options(stream, config);
   stream << ")";
 }
 
@@ -561,31 +1263,53 @@ std::tuple<torch::Tensor, torch::Tensor> RNNImpl::forward(
     const torch::Tensor& input,
     torch::Tensor hx,
     const torch::Tensor& lengths) {
-  const bool is_relu =
-      std::holds_alternative<torch::enumtype::kReLU>(options.nonlinearity());
-  return single_state_forward(
-      is_relu ? &deeprnn::rnn_relu : &deeprnn::rnn_tanh,
-      config_of(options),
-      flat_weights(),
-      is_training(),
+  auto [output, hy, cy] = stacked_forward(
+      module_call(
+          *this,
+          options,
+          rnn_recurrence(options),
+          flat_weights_names_,
+          layer_begin_),
       input,
-      std::move(hx),
+      hx,
+      torch::Tensor(),
       lengths);
+  return std::make_tuple(std::move(output), std::move(hy));
 }
 
 std::tuple<torch::nn::utils::rnn::PackedSequence, torch::Tensor> RNNImpl::
     forward_with_packed_input(
         const torch::nn::utils::rnn::PackedSequence& packed_input,
         torch::Tensor hx) {
-  const bool is_relu =
-      std::holds_alternative<torch::enumtype::kReLU>(options.nonlinearity());
-  return single_state_packed_forward(
-      is_relu ? &deeprnn::rnn_relu : &deeprnn::rnn_tanh,
-      config_of(options),
-      flat_weights(),
-      is_training(),
+  auto [output, hy, cy] = packed_forward(
+      module_call(
+          *this,
+          options,
+          rnn_recurrence(options),
+          flat_weights_names_,
+          layer_begin_),
       packed_input,
-      hx);
+      hx,
+      torch::Tensor());
+  return std::make_tuple(std::move(output), std::move(hy));
+}
+
+std::tuple<torch::Tensor, std::vector<torch::Tensor>> RNNImpl::forward_layers(
+    const torch::Tensor& input,
+    std::vector<torch::Tensor> hx,
+    const torch::Tensor& lengths) {
+  auto [output, hy, cy] = layers_forward(
+      module_call(
+          *this,
+          options,
+          rnn_recurrence(options),
+          flat_weights_names_,
+          layer_begin_),
+      input,
+      hx,
+      {},
+      lengths);
+  return std::make_tuple(std::move(output), std::move(hy));
 }
 
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~ GRU ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
@@ -597,12 +1321,14 @@ GRUImpl::GRUImpl(const GRUOptions& options_) : options(options_) {
 void GRUImpl::reset() {
   const RecurrentConfig config = config_of(options);
   check_options(config);
-  flat_weights_names_ = register_recurrent_parameters(*this, config);
+  ParameterLayout layout = register_recurrent_parameters(*this, config);
+  flat_weights_names_ = std::move(layout.names);
+  layer_begin_ = std::move(layout.layer_begin);
   reset_parameters();
 }
 
 void GRUImpl::reset_parameters() {
-  reset_recurrent_parameters(*this, options.hidden_size());
+  reset_recurrent_parameters(*this, 3, flat_weights_names_, layer_begin_);
 }
 
 void GRUImpl::pretty_print(std::ostream& stream) const {
@@ -610,6 +1336,7 @@ void GRUImpl::pretty_print(std::ostream& stream) const {
   stream << "deeprnn::GRU(";
   print_common_options(stream, config);
   print_trailing_options(stream, config);
+  print_extra_options(stream, config);
   stream << ")";
 }
 
@@ -625,27 +1352,41 @@ std::tuple<torch::Tensor, torch::Tensor> GRUImpl::forward(
     const torch::Tensor& input,
     torch::Tensor hx,
     const torch::Tensor& lengths) {
-  return single_state_forward(
-      &deeprnn::gru,
-      config_of(options),
-      flat_weights(),
-      is_training(),
+  auto [output, hy, cy] = stacked_forward(
+      module_call(
+          *this, options, kGRURecurrence, flat_weights_names_, layer_begin_),
       input,
-      std::move(hx),
+      hx,
+      torch::Tensor(),
       lengths);
+  return std::make_tuple(std::move(output), std::move(hy));
 }
 
 std::tuple<torch::nn::utils::rnn::PackedSequence, torch::Tensor> GRUImpl::
     forward_with_packed_input(
         const torch::nn::utils::rnn::PackedSequence& packed_input,
         torch::Tensor hx) {
-  return single_state_packed_forward(
-      &deeprnn::gru,
-      config_of(options),
-      flat_weights(),
-      is_training(),
+  auto [output, hy, cy] = packed_forward(
+      module_call(
+          *this, options, kGRURecurrence, flat_weights_names_, layer_begin_),
       packed_input,
-      hx);
+      hx,
+      torch::Tensor());
+  return std::make_tuple(std::move(output), std::move(hy));
+}
+
+std::tuple<torch::Tensor, std::vector<torch::Tensor>> GRUImpl::forward_layers(
+    const torch::Tensor& input,
+    std::vector<torch::Tensor> hx,
+    const torch::Tensor& lengths) {
+  auto [output, hy, cy] = layers_forward(
+      module_call(
+          *this, options, kGRURecurrence, flat_weights_names_, layer_begin_),
+      input,
+      hx,
+      {},
+      lengths);
+  return std::make_tuple(std::move(output), std::move(hy));
 }
 
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~ LSTM ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
@@ -657,12 +1398,14 @@ LSTMImpl::LSTMImpl(const LSTMOptions& options_) : options(options_) {
 void LSTMImpl::reset() {
   const RecurrentConfig config = config_of(options);
   check_options(config);
-  flat_weights_names_ = register_recurrent_parameters(*this, config);
+  ParameterLayout layout = register_recurrent_parameters(*this, config);
+  flat_weights_names_ = std::move(layout.names);
+  layer_begin_ = std::move(layout.layer_begin);
   reset_parameters();
 }
 
 void LSTMImpl::reset_parameters() {
-  reset_recurrent_parameters(*this, options.hidden_size());
+  reset_recurrent_parameters(*this, 4, flat_weights_names_, layer_begin_);
 }
 
 void LSTMImpl::pretty_print(std::ostream& stream) const {
@@ -670,7 +1413,13 @@ void LSTMImpl::pretty_print(std::ostream& stream) const {
   stream << "deeprnn::LSTM(";
   print_common_options(stream, config);
   print_trailing_options(stream, config);
-  stream << ", proj_size=" << options.proj_size() << ")";
+  if (config.proj_sizes.empty()) {
+    stream << ", proj_size=" << config.proj_size;
+  } else {
+    stream << ", proj_sizes=" << list_str(config.proj_sizes);
+  }
+  print_extra_options(stream, config);
+  stream << ")";
 }
 
 std::vector<torch::Tensor> LSTMImpl::all_weights() const {
@@ -686,37 +1435,15 @@ std::tuple<torch::Tensor, std::tuple<torch::Tensor, torch::Tensor>> LSTMImpl::
         const torch::Tensor& input,
         std::optional<std::tuple<torch::Tensor, torch::Tensor>> hx_opt,
         const torch::Tensor& lengths) {
-  const RecurrentConfig config = config_of(options);
-  const BatchedView view = to_batched(config, input);
-  const std::optional<torch::Tensor> lengths_opt =
-      lengths_for_op(config, view, lengths);
-  std::optional<torch::Tensor> hx;
-  std::optional<torch::Tensor> cx;
+  const ModuleCall call = module_call(
+      *this, options, kLSTMRecurrence, flat_weights_names_, layer_begin_);
+  torch::Tensor h0;
+  torch::Tensor c0;
   if (hx_opt.has_value()) {
-    const auto& [h0, c0] = *hx_opt;
-    check_lstm_state_defined(config, h0, c0);
-    check_state_rank(config, view, "h_0", h0);
-    check_state_rank(config, view, "c_0", c0);
-    hx = view.is_batched ? h0 : h0.unsqueeze(1);
-    cx = view.is_batched ? c0 : c0.unsqueeze(1);
+    std::tie(h0, c0) = *hx_opt;
+    check_lstm_state_defined(call.config, h0, c0);
   }
-  auto [output, hy, cy] = deeprnn::lstm(
-      view.input,
-      hx,
-      cx,
-      flat_weights(),
-      config.bias,
-      config.num_layers,
-      config.dropout,
-      is_training(),
-      config.bidirectional,
-      config.batch_first,
-      lengths_opt);
-  if (!view.is_batched) {
-    output = output.squeeze(view.batch_dim);
-    hy = hy.squeeze(1);
-    cy = cy.squeeze(1);
-  }
+  auto [output, hy, cy] = stacked_forward(call, input, h0, c0, lengths);
   return std::make_tuple(
       std::move(output), std::make_tuple(std::move(hy), std::move(cy)));
 }
@@ -727,36 +1454,41 @@ std::tuple<
 LSTMImpl::forward_with_packed_input(
     const torch::nn::utils::rnn::PackedSequence& packed_input,
     std::optional<std::tuple<torch::Tensor, torch::Tensor>> hx_opt) {
-  const RecurrentConfig config = config_of(options);
-  const UnpackedInput unpacked = unpack_sorted(config, packed_input);
-  std::optional<torch::Tensor> hx;
-  std::optional<torch::Tensor> cx;
+  const ModuleCall call = module_call(
+      *this, options, kLSTMRecurrence, flat_weights_names_, layer_begin_);
+  torch::Tensor h0;
+  torch::Tensor c0;
   if (hx_opt.has_value()) {
-    const auto& [h0, c0] = *hx_opt;
-    check_lstm_state_defined(config, h0, c0);
-    check_packed_state(config, "h_0", h0, unpacked.padded.size(1));
-    check_packed_state(config, "c_0", c0, unpacked.padded.size(1));
-    hx = permute_batch(h0, packed_input.sorted_indices());
-    cx = permute_batch(c0, packed_input.sorted_indices());
+    std::tie(h0, c0) = *hx_opt;
+    check_lstm_state_defined(call.config, h0, c0);
   }
-  auto [output, hy, cy] = deeprnn::lstm(
-      unpacked.padded,
-      hx,
-      cx,
-      flat_weights(),
-      config.bias,
-      config.num_layers,
-      config.dropout,
-      is_training(),
-      config.bidirectional,
-      /*batch_first=*/false,
-      unpacked.lengths);
-  const torch::Tensor& unsorted_indices = packed_input.unsorted_indices();
+  auto [output, hy, cy] = packed_forward(call, packed_input, h0, c0);
   return std::make_tuple(
-      repack(output, unpacked, packed_input),
-      std::make_tuple(
-          permute_batch(hy, unsorted_indices),
-          permute_batch(cy, unsorted_indices)));
+      std::move(output), std::make_tuple(std::move(hy), std::move(cy)));
+}
+
+std::tuple<
+    torch::Tensor,
+    std::tuple<std::vector<torch::Tensor>, std::vector<torch::Tensor>>>
+LSTMImpl::forward_layers(
+    const torch::Tensor& input,
+    std::optional<
+        std::tuple<std::vector<torch::Tensor>, std::vector<torch::Tensor>>> hx,
+    const torch::Tensor& lengths) {
+  std::vector<torch::Tensor> h0;
+  std::vector<torch::Tensor> c0;
+  if (hx.has_value()) {
+    std::tie(h0, c0) = std::move(*hx);
+  }
+  auto [output, hy, cy] = layers_forward(
+      module_call(
+          *this, options, kLSTMRecurrence, flat_weights_names_, layer_begin_),
+      input,
+      h0,
+      c0,
+      lengths);
+  return std::make_tuple(
+      std::move(output), std::make_tuple(std::move(hy), std::move(cy)));
 }
 
 } // namespace deeprnn

@@ -64,11 +64,18 @@ TEST(Dispatcher, PublicSchemasFollowTheContract) {
       "dropout",
       "train",
       "bidirectional",
-      "batch_first"};
+      "batch_first",
+      "lengths"};
   const auto lstm = find_op("lstm");
   ASSERT_TRUE(lstm.has_value());
   EXPECT_EQ(argument_names(*lstm), lstm_arguments);
   EXPECT_EQ(lstm->schema().returns().size(), 3u);
+  // lengths is optional and defaults to None, so calls without it (and
+  // code written before it existed) keep working.
+  const auto& lengths = lstm->schema().arguments().back();
+  EXPECT_TRUE(lengths.type()->kind() == c10::TypeKind::OptionalType);
+  EXPECT_TRUE(lengths.default_value().has_value());
+  EXPECT_TRUE(lengths.default_value()->isNone());
 
   std::vector<std::string> single_state_arguments = lstm_arguments;
   single_state_arguments.erase(single_state_arguments.begin() + 2);
