@@ -25,6 +25,19 @@ PYTHON_EXAMPLES = {
         "h_n (4, 3, 20) c_n (4, 3, 20)",
         "match torch.nn.LSTM",
     ],
+    "examples/python/packed_example.py": [
+        "output (4, 9, 32) h_n (4, 4, 16)",
+        "zero past each end: True",
+        "h_n is the state at each sentence's last word: True",
+        "lengths= and PackedSequence agree",
+    ],
+    "examples/python/layers_example.py": [
+        "LSTM(3, [3, 2], num_layers=2, batch_first=True)",
+        "output (4, 7, 2)",
+        "h_n [(1, 4, 3), (1, 4, 2)]",
+        "last (4, 4)",
+        "last == h_n[-1][0] + h_n[-1][1]: True",
+    ],
     "examples/python/torchscript_example.py": ["saved tagger.pt and inputs.pt"],
     "examples/python/aoti_example.py": ["packaged tagger.pt2 - runs at other sizes: (3, 50, 5)"],
     "examples/python/compile_export_example.py": [
@@ -40,7 +53,13 @@ PYTHON_EXAMPLES = {
         "parameters identical on both ranks: True",
     ],
 }
-EXAMPLES = [*PYTHON_EXAMPLES, "examples/cpp/lstm_example.cpp", "tests/consumer/CMakeLists.txt"]
+EXAMPLES = [
+    *PYTHON_EXAMPLES,
+    "examples/cpp/lstm_example.cpp",
+    "examples/cpp/packed_example.cpp",
+    "examples/cpp/layers_example.cpp",
+    "tests/consumer/CMakeLists.txt",
+]
 
 
 def quoted_examples():
