@@ -1271,38 +1271,10 @@ class GRU(_RNNBase):
             return_sequences,
         )
 
-    def forward(
-        self,
-        input: Tensor,
-        hx: Optional[Tensor] = None,
-        lengths: Optional[Tensor] = None,
-    ) -> Tuple[Tensor, Tensor]:
-        """``(output, h_n)``; a ``PackedSequence`` input gives a ``PackedSequence``.
-
-        TorchScript compiles the tensor signature; see :meth:`forward_packed`.
-        """
-        weights = self._forward_weights()
-        if isinstance(input, PackedSequence):
-            self._refuse_lengths_with_packed(lengths)
-            return self._single_state_packed_eager(input, hx, weights)
-        return self._single_state_forward(input, hx, weights, lengths)
-
-    @torch.jit.export
-    def forward_packed(
-        self, input: PackedSequence, hx: Optional[Tensor] = None
-    ) -> Tuple[PackedSequence, Tensor]:
-        """``forward`` for a ``PackedSequence``, callable from TorchScript.
-
-        Needs ``return_sequences=True`` (its output is a ``PackedSequence``).
-        """
-        self._check_returns_sequences()
-        data, hy = self._single_state_packed(input, hx, self._forward_weights())
-        return (
-            PackedSequence(data, input.batch_sizes, input.sorted_indices,
-                           input.unsorted_indices),
-            hy,
-        )
-
+    # The same forward as RNN's (the mode picks the operator); shared
+    # rather than written twice, as PerLayerGRU shares PerLayerRNN's.
+    forward = RNN.forward
+    forward_packed = RNN.forward_packed
 
 
 class LSTM(_RNNBase):

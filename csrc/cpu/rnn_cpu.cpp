@@ -284,6 +284,37 @@ bool multiply_packed(
   return true;
 }
 
+// Variable lengths (see LengthsPlan): at step t the sequences still running
+// are rows [0, rows) of the sorted batch. Of those, rows [0, resumed) go on
+// from the previous step and rows [resumed, rows) start from the initial
+// state (every row at a direction's first step; in the reverse direction
+// also the sequences whose last valid step is t).
+
+// Zeroes rows [rows, B) of columns [column, column + width) of step_matrix
+// [B, *]: the sequences that have ended.
+void zero_finished_rows(
+    const Tensor& step_matrix,
+    int64_t rows,
+    int64_t column,
+    int64_t width) {
+  const int64_t batch = step_matrix.size(0);
+  if (rows < batch) {
+    step_matrix.narrow(0, rows, batch - rows).narrow(1, column, width).zero_();
+  }
+}
+
+// Calls f(begin, end, from_initial) for the resumed rows and the starting
+// rows, each range only when not empty.
+template <typename F>
+void for_each_row_range(int64_t resumed, int64_t rows, const F& f) {
+  if (resumed > 0) {
+    f(int64_t{0}, resumed, false);
+  }
+  if (rows > resumed) {
+    f(resumed, rows, true);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Forward
 
@@ -402,40 +433,25 @@ void forward_layer(
     const int64_t t = d == 0 ? step : T - 1 - step;
     const int64_t t_prev = d == 0 ? t - 1 : t + 1;
     const int64_t rows = active(t);
-    // Rows [0, resumed) go on from step t_prev; rows [resumed, rows) start
-    // here from h0 (and c0): every row at the first step, and in the reverse
-    // direction the sequences whose last valid step is t.
     const int64_t resumed = step == 0 ? 0 : std::min(rows, active(t_prev));
     // Rows [finished, rows) end here and hand their state to hy (and cy).
     const int64_t finished =
         d == 0 ? active(t + 1) : (step == T - 1 ? 0 : rows);
-    if (rows < B) {
-      // Finished sequences output zeros. Their rows of the reserve are
-      // zeroed too: backward's dW_hr GEMM reads every row of `hidden`, and
-      // the reserve, an output of _rnn_forward, must not depend on what the
-      // allocator left there.
-      y.select(0, t).narrow(0, rows, B - rows).narrow(1, d * P, P).zero_();
-      for (const Tensor* piece : {&saved.cells, &saved.hidden}) {
-        if (piece->defined()) {
-          piece->select(0, t)
-              .narrow(0, rows, B - rows)
-              .narrow(1, d * H, H)
-              .zero_();
-        }
+    // Finished sequences output zeros. Their rows of the reserve are zeroed
+    // too: backward's dW_hr GEMM reads every row of `hidden`, and the
+    // reserve, an output of _rnn_forward, must not depend on what the
+    // allocator left there.
+    zero_finished_rows(y.select(0, t), rows, d * P, P);
+    for (const Tensor* piece : {&saved.cells, &saved.hidden}) {
+      if (piece->defined()) {
+        zero_finished_rows(piece->select(0, t), rows, d * H, H);
       }
     }
     if (rows == 0) {
       return;
     }
-    // Calls f(begin, end, from_initial) for the resumed and the starting
-    // rows (each range only when not empty).
     auto for_each_range = [&](const auto& f) {
-      if (resumed > 0) {
-        f(int64_t{0}, resumed, false);
-      }
-      if (rows > resumed) {
-        f(resumed, rows, true);
-      }
+      for_each_row_range(resumed, rows, f);
     };
 
     const Tensor h_initial = h0.select(0, layer * D + d); // [B, P]
@@ -752,40 +768,22 @@ void backward_layer(
     const bool first_in_forward = d == 0 ? t == 0 : t == T - 1;
     const int64_t t_prev = d == 0 ? t - 1 : t + 1;
     const int64_t rows = active(t);
-    // As in forward: rows [0, resumed) read step t_prev's state, rows
-    // [resumed, rows) read h0 (and c0).
     const int64_t resumed =
         first_in_forward ? 0 : std::min(rows, active(t_prev));
-    if (rows < B) {
-      // Finished sequences get no gradient here, and the weight-gradient
-      // GEMMs after the loop read every row.
-      dgates_x.select(0, t)
-          .narrow(0, rows, B - rows)
-          .narrow(1, d * G * H, G * H)
-          .zero_();
-      if (gru) {
-        dgates_h.select(0, t)
-            .narrow(0, rows, B - rows)
-            .narrow(1, d * G * H, G * H)
-            .zero_();
-      }
-      if (cfg.has_proj) {
-        dh_total.select(0, t)
-            .narrow(0, rows, B - rows)
-            .narrow(1, d * P, P)
-            .zero_();
-      }
+    // Finished sequences get no gradient here, and the weight-gradient GEMMs
+    // after the loop read every row.
+    zero_finished_rows(dgates_x.select(0, t), rows, d * G * H, G * H);
+    if (gru) {
+      zero_finished_rows(dgates_h.select(0, t), rows, d * G * H, G * H);
+    }
+    if (cfg.has_proj) {
+      zero_finished_rows(dh_total.select(0, t), rows, d * P, P);
     }
     if (rows == 0) {
       return;
     }
     auto for_each_range = [&](const auto& f) {
-      if (resumed > 0) {
-        f(int64_t{0}, resumed, false);
-      }
-      if (rows > resumed) {
-        f(resumed, rows, true);
-      }
+      for_each_row_range(resumed, rows, f);
     };
 
     const Tensor h_initial = h0.select(0, layer * D + d); // [B, P]
