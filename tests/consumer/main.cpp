@@ -59,7 +59,8 @@ int main() {
                         double,
                         bool,
                         bool,
-                        bool)>();
+                        bool,
+                        const std::optional<at::Tensor>&)>();
     const auto [output, hy, cy] = lstm.call(
         input,
         h0,
@@ -70,7 +71,8 @@ int main() {
         /*dropout=*/0.0,
         /*train=*/false,
         /*bidirectional=*/true,
-        /*batch_first=*/false);
+        /*batch_first=*/false,
+        /*lengths=*/std::nullopt);
     const auto [ref_output, ref_hy, ref_cy] = at::lstm(
         input,
         {h0, c0},
