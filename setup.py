@@ -17,6 +17,10 @@ Environment variables:
                         repository root, shared with scripts/setup.sh)
     DEEPRNN_JOBS        parallel build jobs (default: number of CPUs)
     DEEPRNN_CMAKE_ARGS  extra arguments for the first CMake configure
+    DEEPRNN_CUDA        AUTO (default), ON or OFF: the CUDA kernels. AUTO
+                        builds them when torch is a CUDA build and nvcc is
+                        found; ON fails the build otherwise. Passed to CMake
+                        (also into an existing build directory's cache).
 """
 
 import os
@@ -56,6 +60,17 @@ def _build_dir() -> Path:
 
 def _jobs() -> str:
     return os.environ.get("DEEPRNN_JOBS") or str(os.cpu_count() or 1)
+
+
+def _cuda_option():
+    """-DDEEPRNN_CUDA=... from the environment, or None when not set."""
+    value = os.environ.get("DEEPRNN_CUDA", "").strip()
+    if not value:
+        return None
+    if value.upper() not in ("AUTO", "ON", "OFF"):
+        raise RuntimeError(
+            f"DEEPRNN_CUDA must be AUTO, ON or OFF, got {value!r}")
+    return f"-DDEEPRNN_CUDA={value.upper()}"
 
 
 class CMakeExtension(Extension):
@@ -119,9 +134,14 @@ class CMakeBuild(build_ext):
         )
 
     def _configure(self, torch, build_dir: Path):
+        cuda = _cuda_option()
         if (build_dir / "CMakeCache.txt").exists():
             # Reuse the existing configuration (scripts/setup.sh or an
             # earlier build made it); CMake re-runs itself when needed.
+            # An explicit DEEPRNN_CUDA still reaches its cache.
+            if cuda:
+                self._run(["cmake", "-S", str(ROOT), "-B", str(build_dir),
+                           cuda])
             return
         args = [
             "cmake", "-S", str(ROOT), "-B", str(build_dir),
@@ -134,6 +154,8 @@ class CMakeBuild(build_ext):
         ]
         if shutil.which("ninja"):
             args += ["-G", "Ninja"]
+        if cuda:
+            args.append(cuda)
         args += shlex.split(os.environ.get("DEEPRNN_CMAKE_ARGS", ""))
         self._run(args)
 

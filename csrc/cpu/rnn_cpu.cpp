@@ -13,6 +13,7 @@
 // inside the time loop (the loop only takes views).
 
 #include "common/config.h"
+#include "common/layers.h"
 #include "cpu/cell_kernels.h"
 #include "cpu/packed_gemm.h"
 
@@ -33,184 +34,6 @@ namespace {
 
 using at::Tensor;
 
-bool present(const std::optional<Tensor>& t) {
-  return t.has_value() && t->defined();
-}
-
-// Moves tensors between the caller's batch order and the kernels' order
-// (rows sorted by decreasing length, see LengthsPlan). Without lengths, or
-// with lengths already sorted, both are the identity.
-class BatchOrder {
- public:
-  explicit BatchOrder(const std::optional<LengthsPlan>& plan) {
-    if (plan.has_value() && plan->permuted()) {
-      const auto& order = plan->order;
-      std::vector<int64_t> inverse(order.size());
-      for (const auto i : c10::irange(order.size())) {
-        inverse[order[i]] = static_cast<int64_t>(i);
-      }
-      to_sorted_ = at::tensor(order, at::kLong);
-      to_caller_ = at::tensor(inverse, at::kLong);
-    }
-  }
-
-  // t with its batch dimension `dim` in the kernels' order; contiguous.
-  Tensor sorted(const Tensor& t, int64_t dim) const {
-    return to_sorted_.defined() ? t.index_select(dim, to_sorted_)
-                                : t.contiguous();
-  }
-
-  // t (in the kernels' order) with its batch dimension back in the caller's.
-  Tensor to_caller(const Tensor& t, int64_t dim) const {
-    return to_caller_.defined() ? t.index_select(dim, to_caller_) : t;
-  }
-
-  bool permuted() const {
-    return to_sorted_.defined();
-  }
-
- private:
-  Tensor to_sorted_; // [B] int64
-  Tensor to_caller_; // [B] int64
-};
-
-// The parameters of one layer and direction, contiguous.
-struct CellParams {
-  Tensor w_ih; // [G*H, I_l]
-  Tensor w_hh; // [G*H, P]
-  Tensor b_ih; // [G*H] or undefined
-  Tensor b_hh; // [G*H] or undefined
-  Tensor w_hr; // [P, H] or undefined
-};
-
-std::vector<CellParams> unpack_params(
-    const RNNConfig& cfg,
-    at::TensorList params) {
-  std::vector<CellParams> cells;
-  const int64_t per = cfg.params_per_direction;
-  for (int64_t base = 0; base < static_cast<int64_t>(params.size());
-       base += per) {
-    CellParams c;
-    c.w_ih = params[base].contiguous();
-    c.w_hh = params[base + 1].contiguous();
-    if (cfg.has_biases) {
-      c.b_ih = params[base + 2].contiguous();
-      c.b_hh = params[base + 3].contiguous();
-    }
-    if (cfg.has_proj) {
-      c.w_hr = params[base + per - 1].contiguous();
-    }
-    cells.push_back(std::move(c));
-  }
-  return cells;
-}
-
-// [W_ih_fwd; W_ih_rev]: the input projection of both directions in one GEMM.
-Tensor stacked_input_weights(
-    const RNNConfig& cfg,
-    const std::vector<CellParams>& cells,
-    int64_t layer) {
-  if (cfg.num_directions == 1) {
-    return cells[layer].w_ih;
-  }
-  return at::cat({cells[2 * layer].w_ih, cells[2 * layer + 1].w_ih}, 0);
-}
-
-// The biases the cell kernels add to the input projection, per direction
-// [D, G*H]: b_ih + b_hh, except GRU's b_hn, which sits inside
-// r * (W_hn h + b_hn) and is passed on its own (see recurrent_bias). Zeros
-// without biases, so the kernels have one shape. Adding them in the kernel
-// rather than in the projection GEMM saves a broadcast copy of all gates.
-Tensor input_bias(
-    const RNNConfig& cfg,
-    const std::vector<CellParams>& cells,
-    int64_t layer,
-    const at::TensorOptions& opts) {
-  const int64_t D = cfg.num_directions, G = cfg.gates, H = cfg.hidden_size;
-  Tensor bias = at::zeros({D, G * H}, opts);
-  if (cfg.has_biases) {
-    for (const auto d : c10::irange(D)) {
-      const CellParams& c = cells[layer * D + d];
-      Tensor row = bias.select(0, d);
-      at::add_out(row, c.b_ih, c.b_hh);
-      if (cfg.mode == Mode::GRU) {
-        row.narrow(0, 2 * H, H).copy_(c.b_ih.narrow(0, 2 * H, H));
-      }
-    }
-  }
-  return bias;
-}
-
-// GRU's b_hn per direction [D, H] (zeros without biases).
-Tensor recurrent_bias(
-    const RNNConfig& cfg,
-    const std::vector<CellParams>& cells,
-    int64_t layer,
-    const at::TensorOptions& opts) {
-  const int64_t D = cfg.num_directions, H = cfg.hidden_size;
-  Tensor bias = at::zeros({D, H}, opts);
-  if (cfg.has_biases) {
-    for (const auto d : c10::irange(D)) {
-      bias.select(0, d).copy_(cells[layer * D + d].b_hh.narrow(0, 2 * H, H));
-    }
-  }
-  return bias;
-}
-
-template <typename scalar_t>
-cpu::Rows<scalar_t> rows(const Tensor& t) {
-  // t: [B, W] with unit column stride
-  return {t.data_ptr<scalar_t>(), t.stride(0)};
-}
-
-// Cuts the reserve into its per-layer pieces (see common/config.h).
-struct LayerReserve {
-  Tensor gates; // [T, B, D*G*H]
-  Tensor cells; // [T, B, D*H]
-  Tensor hidden; // [T, B, D*H]
-  Tensor output; // [T, B, D*P]
-  Tensor mask; // [T, B, D*P]
-};
-
-std::vector<LayerReserve> split_reserve(
-    const RNNConfig& cfg,
-    const Tensor& reserve) {
-  std::vector<LayerReserve> layers(cfg.num_layers);
-  if (!reserve.defined() || reserve.numel() == 0) {
-    return layers;
-  }
-  const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
-  int64_t offset = 0;
-  auto take = [&](int64_t numel, int64_t width) {
-    if (numel == 0) {
-      return Tensor();
-    }
-    Tensor piece = reserve.narrow(0, offset, numel).view({T, B, width});
-    offset += numel;
-    return piece;
-  };
-  for (const auto l : c10::irange(cfg.num_layers)) {
-    const ReserveLayout layout = reserve_layer_layout(
-        cfg.mode,
-        T,
-        B,
-        cfg.hidden_size,
-        cfg.proj_size,
-        cfg.has_proj,
-        D,
-        l == cfg.num_layers - 1,
-        cfg.uses_dropout(),
-        cfg.op_name);
-    const int64_t H = cfg.hidden_size, P = cfg.proj_size;
-    layers[l].gates = take(layout.gates, D * cfg.gates * H);
-    layers[l].cells = take(layout.cells, D * H);
-    layers[l].hidden = take(layout.hidden, D * H);
-    layers[l].output = take(layout.output, D * P);
-    layers[l].mask = take(layout.mask, D * P);
-  }
-  return layers;
-}
-
 // Runs f(d) for each direction. With two directions and more than one
 // thread, each thread takes one direction (and its BLAS calls run
 // single-threaded inside): a step then costs one fork/join instead of one per
@@ -229,13 +52,6 @@ void for_each_direction(int64_t directions, const F& f) {
       f(d);
     }
   }
-}
-
-Tensor draw_dropout_mask(const Tensor& mask_storage, double p) {
-  if (p >= 1.0) {
-    return mask_storage.zero_();
-  }
-  return mask_storage.bernoulli_(1.0 - p).div_(1.0 - p);
 }
 
 // W_hh of each direction of `layer` packed for the recurrent GEMM: forward
@@ -614,10 +430,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_cpu(
   const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
   const int64_t L = cfg.num_layers, H = cfg.hidden_size, P = cfg.proj_size;
   const auto opts = input.options();
-  const std::optional<LengthsPlan> plan = present(lengths)
-      ? std::make_optional(plan_lengths(cfg, lengths->contiguous()))
-      : std::nullopt;
-  const BatchOrder order(plan);
+  const std::optional<LengthsPlan> plan = plan_on_host(cfg, lengths);
+  const BatchOrder order(plan, input.device());
 
   // Computed in the kernels' batch order, restored at the end.
   Tensor output = at::empty({T, B, D * P}, opts);
@@ -681,19 +495,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_cpu(
 
 // ---------------------------------------------------------------------------
 // Backward
-
-// Rows of a [T*B, *] view at each sorted sequence's last valid step
-// (t = length - 1), where the reverse direction starts.
-Tensor reverse_start_rows(
-    const LengthsPlan& plan,
-    int64_t batch,
-    const at::TensorOptions& opts) {
-  std::vector<int64_t> rows(batch);
-  for (const auto b : c10::irange(batch)) {
-    rows[b] = (plan.sorted[b] - 1) * batch + b;
-  }
-  return at::tensor(rows, opts.dtype(at::kLong));
-}
 
 template <typename scalar_t>
 void backward_layer(
@@ -925,7 +726,7 @@ void backward_layer(
       // met the zeros that y holds past a sequence's end).
       const Tensor dgh_first = d == 1 && plan != nullptr
           ? dgates_h.view({T * B, D * G * H})
-                .index_select(0, reverse_start_rows(*plan, B, opts))
+                .index_select(0, reverse_start_rows(*plan, B, opts.device()))
                 .narrow(1, G * H, G * H)
           : dgates_h.select(0, first).narrow(1, d * G * H, G * H);
       at::cpu::addmm_out(
@@ -996,10 +797,8 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_cpu(
   const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
   const int64_t L = cfg.num_layers, H = cfg.hidden_size, P = cfg.proj_size;
   const auto opts = input.options();
-  const std::optional<LengthsPlan> plan = present(lengths)
-      ? std::make_optional(plan_lengths(cfg, lengths->contiguous()))
-      : std::nullopt;
-  const BatchOrder order(plan);
+  const std::optional<LengthsPlan> plan = plan_on_host(cfg, lengths);
+  const BatchOrder order(plan, input.device());
 
   const bool lstm = cfg.mode == Mode::LSTM;
   // grad_hx and grad_cx are computed in the kernels' batch order.

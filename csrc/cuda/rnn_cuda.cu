@@ -1,0 +1,772 @@
+// CUDA kernels of deeprnn::_rnn_forward and deeprnn::_rnn_backward.
+//
+// CUDA backend
+// ------------
+// What it does: the general path of DESIGN.md §3 for every mode (lstm, gru,
+// rnn_tanh, rnn_relu), any number of layers, one or two directions, dropout
+// between layers, LSTM projection, variable lengths, and float32, float64,
+// float16 and bfloat16 (the pointwise math accumulates half types in float,
+// at::opmath_type). Same checks (common/config.h, so the same messages), the
+// same reserve layout and size as the CPU kernels, and the same results up
+// to rounding. Per layer:
+//   - forward: ONE GEMM projects the input of every step and both
+//     directions, X [T*B, I_l] @ [W_ih_fwd; W_ih_rev]^T, straight into the
+//     reserve's gates (a scratch buffer in inference). Each step then runs
+//     one batched GEMM h_{t-1} W_hh^T for both directions (at::bmm over a
+//     [D, B, P] running state) and ONE fused pointwise kernel for both
+//     directions (cuda/cell_kernels.cuh) that adds the biases, applies the
+//     gates and writes h_t straight into its slice of the layer output, the
+//     running state and the reserve. LSTM with projection adds a GEMM per
+//     direction, h_t = m_t W_hr^T, and a copy of h_t into the output.
+//   - backward: per step one fused kernel for both directions and one
+//     batched GEMM dh_{t-1} += dG_t W_hh for both directions; the weight
+//     gradients are GEMMs over all steps after the loop, and dX = dG W_ih
+//     feeds the layer below (as on the CPU).
+//   - GEMMs go through ATen (at::mm_out, at::bmm_out, baddbmm_), hence
+//     cuBLAS, torch's TF32 and reduced-precision settings, and the current
+//     stream. Kernels run on c10::cuda::getCurrentCUDAStream() under a
+//     CUDAGuard on the input's device, each followed by
+//     C10_CUDA_KERNEL_LAUNCH_CHECK(). The time loop allocates nothing: every
+//     buffer is allocated per layer and the loop only takes views.
+//   - dropout masks come from at::bernoulli_ on the input's device (that
+//     device's default generator, so torch.manual_seed reproduces a run) and
+//     are kept in the reserve as on the CPU.
+//   - lengths: the batch runs sorted by decreasing length (LengthsPlan); a
+//     step works on the rows still running and the rest write zeros. lengths
+//     on the CPU are read on the host without a device sync; lengths on the
+//     GPU are copied to the host first, which synchronises with the stream
+//     (once in forward, once in backward).
+// Not done yet (later issue, DESIGN.md §3 item 5): the fast paths, i.e. the
+// time loop captured as a CUDA graph, a persistent kernel keeping W_hh on
+// chip, the layer wavefront. Each step costs a few launches, so small
+// batches are launch-bound here.
+
+#include "common/config.h"
+#include "common/layers.h"
+#include "cuda/cell_kernels.cuh"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/util/irange.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+namespace deeprnn {
+namespace {
+
+using at::Tensor;
+
+// [D, G*H, P]: W_hh of both directions for the batched recurrent GEMMs.
+Tensor stacked_recurrent_weights(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer) {
+  if (cfg.num_directions == 1) {
+    return cells[layer].w_hh.unsqueeze(0);
+  }
+  return at::stack({cells[2 * layer].w_hh, cells[2 * layer + 1].w_hh});
+}
+
+// ---------------------------------------------------------------------------
+// Views for the kernels
+
+// A time-major layer buffer t [T, B, D*width] (or one step of it, [B,
+// D*width], with no time stride), direction d at columns [d*width,
+// (d+1)*width). Empty for an undefined tensor.
+template <typename T>
+cuda::StepView<T> sequence_view(const Tensor& t, int64_t width) {
+  cuda::StepView<T> view;
+  if (!t.defined()) {
+    return view;
+  }
+  TORCH_INTERNAL_ASSERT(t.stride(-1) == 1);
+  view.data = t.data_ptr<std::remove_const_t<T>>();
+  view.time_stride = t.dim() == 3 ? t.stride(0) : 0;
+  view.row_stride = t.stride(-2);
+  view.dir_stride = width;
+  return view;
+}
+
+// A per-direction state t [D, B, width]. Empty for an undefined tensor.
+template <typename T>
+cuda::StepView<T> state_view(const Tensor& t) {
+  cuda::StepView<T> view;
+  if (!t.defined()) {
+    return view;
+  }
+  TORCH_INTERNAL_ASSERT(t.dim() == 3 && t.stride(2) == 1);
+  view.data = t.data_ptr<std::remove_const_t<T>>();
+  view.row_stride = t.stride(1);
+  view.dir_stride = t.stride(0);
+  return view;
+}
+
+// Launches a step kernel over directions * batch * width elements on the
+// current stream. A grid-stride loop covers what the grid does not.
+template <typename Args>
+void launch_step(void (*kernel)(Args), const Args& args) {
+  constexpr int kThreads = 256;
+  constexpr int64_t kMaxBlocks = int64_t{1} << 16;
+  const cuda::StepInfo& step = args.step;
+  const int64_t n = step.directions * step.batch * step.width;
+  if (n == 0) {
+    return;
+  }
+  const int64_t blocks = std::min((n + kThreads - 1) / kThreads, kMaxBlocks);
+  kernel<<<
+      static_cast<unsigned int>(blocks),
+      kThreads,
+      0,
+      c10::cuda::getCurrentCUDAStream()>>>(args);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// ---------------------------------------------------------------------------
+// Forward
+
+template <typename scalar_t>
+void forward_layer(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const Tensor& layer_input, // [T, B, I_l]
+    const Tensor& h0, // [L*D, B, P]
+    const Tensor& c0, // [L*D, B, H] (LSTM)
+    const LayerReserve& saved, // pieces of the reserve, or undefined
+    const Tensor& y, // [T, B, D*P] out: the layer output
+    const Tensor& hy, // [L*D, B, P] out
+    const Tensor& cy, // [L*D, B, H] out (LSTM)
+    const LengthsPlan* plan) { // null without lengths
+  const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
+  const int64_t H = cfg.hidden_size, P = cfg.proj_size, G = cfg.gates;
+  const auto opts = layer_input.options();
+  const bool lstm = cfg.mode == Mode::LSTM;
+
+  // The input projection of every step and both directions in one GEMM,
+  // into the reserve in training (RNN keeps no gates: always a scratch).
+  Tensor gates =
+      saved.gates.defined() ? saved.gates : at::empty({T, B, D * G * H}, opts);
+  {
+    Tensor gates_2d = gates.view({T * B, D * G * H});
+    at::mm_out(
+        gates_2d,
+        layer_input.view({T * B, layer_input.size(2)}),
+        stacked_input_weights(cfg, cells, layer).t());
+  }
+  const Tensor bias_x = input_bias(cfg, cells, layer, opts); // [D, G*H]
+  const Tensor bias_hn = cfg.mode == Mode::GRU
+      ? recurrent_bias(cfg, cells, layer, opts)
+      : Tensor(); // [D, H]
+  // [D, P, G*H] (a transposed view: cuBLAS reads it as is)
+  const Tensor w_hh_t =
+      stacked_recurrent_weights(cfg, cells, layer).transpose(1, 2);
+
+  // The running state of both directions, starting at h0 (and c0). Rows that
+  // have not started yet (reverse direction with lengths) still hold h0
+  // when their first step reads them; rows that have ended keep their last
+  // state, which is hy (and cy) once the loop is done.
+  Tensor h_state = h0.narrow(0, layer * D, D).clone(); // [D, B, P]
+  Tensor c_state =
+      lstm ? c0.narrow(0, layer * D, D).clone() : Tensor(); // [D, B, H]
+  Tensor recurrent = at::empty({D, B, G * H}, opts); // h_{t-1} W_hh^T
+  // LSTM with projection: o * tanh(c_t) before W_hr, kept in the reserve in
+  // training, else one step's worth reused by every step.
+  Tensor hidden;
+  if (cfg.has_proj) {
+    hidden =
+        saved.hidden.defined() ? saved.hidden : at::empty({B, D * H}, opts);
+  }
+
+  auto active = [&](int64_t t) {
+    return plan != nullptr ? plan->active[t] : B;
+  };
+
+  cuda::StepInfo step_info;
+  step_info.directions = D;
+  step_info.batch = B;
+  step_info.width = H;
+
+  for (const auto step : c10::irange(T)) {
+    int64_t rows_max = 0;
+    for (const auto d : c10::irange(D)) {
+      step_info.time[d] = d == 0 ? step : T - 1 - step;
+      step_info.active[d] = active(step_info.time[d]);
+      rows_max = std::max(rows_max, step_info.active[d]);
+    }
+    // Rows past rows_max are idle in both directions; within it, a row idle
+    // in one direction costs a little GEMM work that nobody reads.
+    if (rows_max > 0) {
+      Tensor recurrent_rows = recurrent.narrow(1, 0, rows_max);
+      at::bmm_out(recurrent_rows, h_state.narrow(1, 0, rows_max), w_hh_t);
+    }
+
+    switch (cfg.mode) {
+      case Mode::LSTM: {
+        cuda::LSTMForwardArgs<scalar_t> args;
+        args.step = step_info;
+        args.gates = sequence_view<scalar_t>(gates, G * H);
+        args.recurrent = state_view<const scalar_t>(recurrent);
+        args.bias = bias_x.data_ptr<scalar_t>();
+        args.c_state = state_view<scalar_t>(c_state);
+        args.c_saved = sequence_view<scalar_t>(saved.cells, H);
+        args.h_out = sequence_view<scalar_t>(cfg.has_proj ? hidden : y, H);
+        args.h_state = cfg.has_proj ? cuda::StepView<scalar_t>()
+                                    : state_view<scalar_t>(h_state);
+        args.y = sequence_view<scalar_t>(y, P);
+        args.proj = P;
+        args.has_proj = cfg.has_proj;
+        launch_step(cuda::lstm_forward_step<scalar_t>, args);
+        if (cfg.has_proj) {
+          // h_t = m_t W_hr^T for the running rows of each direction, into
+          // the running state, then into the output.
+          for (const auto d : c10::irange(D)) {
+            const int64_t t = step_info.time[d];
+            const int64_t rows = step_info.active[d];
+            if (rows == 0) {
+              continue;
+            }
+            const Tensor m_t =
+                hidden.dim() == 3 ? hidden.select(0, t) : hidden; // [B, D*H]
+            Tensor h_rows = h_state.select(0, d).narrow(0, 0, rows);
+            at::mm_out(
+                h_rows,
+                m_t.narrow(1, d * H, H).narrow(0, 0, rows),
+                cells[layer * D + d].w_hr.t());
+            y.select(0, t).narrow(1, d * P, P).narrow(0, 0, rows).copy_(h_rows);
+          }
+        }
+        break;
+      }
+      case Mode::GRU: {
+        cuda::GRUForwardArgs<scalar_t> args;
+        args.step = step_info;
+        args.gates = sequence_view<scalar_t>(gates, G * H);
+        args.recurrent = state_view<const scalar_t>(recurrent);
+        args.bias = bias_x.data_ptr<scalar_t>();
+        args.bias_hn = bias_hn.data_ptr<scalar_t>();
+        args.h_state = state_view<scalar_t>(h_state);
+        args.hn_saved = sequence_view<scalar_t>(saved.cells, H);
+        args.y = sequence_view<scalar_t>(y, H);
+        launch_step(cuda::gru_forward_step<scalar_t>, args);
+        break;
+      }
+      case Mode::RNN_TANH:
+      case Mode::RNN_RELU: {
+        cuda::RNNForwardArgs<scalar_t> args;
+        args.step = step_info;
+        args.gates = sequence_view<const scalar_t>(gates, H);
+        args.recurrent = state_view<const scalar_t>(recurrent);
+        args.bias = bias_x.data_ptr<scalar_t>();
+        args.h_state = state_view<scalar_t>(h_state);
+        args.y = sequence_view<scalar_t>(y, H);
+        args.relu = cfg.mode == Mode::RNN_RELU;
+        launch_step(cuda::rnn_forward_step<scalar_t>, args);
+        break;
+      }
+    }
+  }
+  hy.narrow(0, layer * D, D).copy_(h_state);
+  if (lstm) {
+    cy.narrow(0, layer * D, D).copy_(c_state);
+  }
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_forward_cuda(
+    const Tensor& input,
+    const std::optional<Tensor>& hx,
+    const std::optional<Tensor>& cx,
+    at::TensorList params,
+    bool has_biases,
+    int64_t num_layers,
+    double dropout,
+    bool train,
+    bool bidirectional,
+    bool batch_first,
+    c10::string_view mode,
+    bool need_reserve,
+    const std::optional<Tensor>& lengths) {
+  const RNNConfig cfg = check_rnn_args(
+      parse_mode(mode),
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first,
+      lengths);
+  const c10::cuda::CUDAGuard device_guard(input.device());
+  const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
+  const int64_t L = cfg.num_layers, H = cfg.hidden_size, P = cfg.proj_size;
+  const auto opts = input.options();
+  const std::optional<LengthsPlan> plan = plan_on_host(cfg, lengths);
+  const BatchOrder order(plan, input.device());
+
+  // Computed in the kernels' batch order, restored at the end.
+  Tensor output = at::empty({T, B, D * P}, opts);
+  Tensor hy = at::empty({L * D, B, P}, opts);
+  Tensor cy = cfg.mode == Mode::LSTM ? at::empty({L * D, B, H}, opts)
+                                     : at::empty({0}, opts);
+  Tensor reserve = at::empty({need_reserve ? reserve_numel(cfg) : 0}, opts);
+  const auto saved = split_reserve(cfg, reserve);
+
+  if (B > 0) {
+    const Tensor h0 =
+        present(hx) ? order.sorted(*hx, 1) : at::zeros({L * D, B, P}, opts);
+    const Tensor c0 = cfg.mode != Mode::LSTM ? Tensor()
+        : present(cx)                        ? order.sorted(*cx, 1)
+                                             : at::zeros({L * D, B, H}, opts);
+    const auto cells = unpack_params(cfg, params);
+    Tensor layer_input =
+        order.sorted(batch_first ? input.transpose(0, 1) : input, 1);
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kBFloat16,
+        at::kHalf,
+        input.scalar_type(),
+        "deeprnn_forward_cuda",
+        [&] {
+          for (const auto l : c10::irange(L)) {
+            const bool last = l == L - 1;
+            const Tensor y = last           ? output
+                : saved[l].output.defined() ? saved[l].output
+                                            : at::empty({T, B, D * P}, opts);
+            forward_layer<scalar_t>(
+                cfg,
+                cells,
+                l,
+                layer_input,
+                h0,
+                c0,
+                saved[l],
+                y,
+                hy,
+                cy,
+                plan ? &*plan : nullptr);
+            if (!last) {
+              if (cfg.uses_dropout()) {
+                Tensor mask = saved[l].mask.defined()
+                    ? saved[l].mask
+                    : at::empty({T, B, D * P}, opts);
+                layer_input = y * draw_dropout_mask(mask, cfg.dropout);
+              } else {
+                layer_input = y;
+              }
+            }
+          }
+        });
+  }
+  output = order.to_caller(output, 1);
+  hy = order.to_caller(hy, 1);
+  if (cfg.mode == Mode::LSTM) {
+    cy = order.to_caller(cy, 1);
+  }
+  if (batch_first) {
+    output = output.transpose(0, 1);
+  }
+  return {output, hy, cy, reserve};
+}
+
+// ---------------------------------------------------------------------------
+// Backward
+
+template <typename scalar_t>
+void backward_layer(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const Tensor& layer_input, // [T, B, I_l]
+    const Tensor& y, // [T, B, D*P] this layer's output
+    const Tensor& h0, // [L*D, B, P]
+    const Tensor& c0, // [L*D, B, H] (LSTM)
+    const LayerReserve& saved,
+    const Tensor& dy, // [T, B, D*P] gradient of y
+    const Tensor& dhy, // [L*D, B, P]
+    const Tensor& dcy, // [L*D, B, H] (LSTM)
+    bool need_input_grad,
+    bool need_param_grads,
+    Tensor& dx, // out: [T, B, I_l] if need_input_grad
+    const Tensor& dhx, // out: [L*D, B, P] or undefined
+    const Tensor& dcx, // out: [L*D, B, H] or undefined
+    std::vector<Tensor>& dparams, // out, flat like params
+    const LengthsPlan* plan) { // null without lengths
+  const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
+  const int64_t H = cfg.hidden_size, P = cfg.proj_size, G = cfg.gates;
+  const auto opts = y.options();
+  const bool gru = cfg.mode == Mode::GRU;
+  const bool lstm = cfg.mode == Mode::LSTM;
+
+  // Gradients of the pre-activations of every step: dG_x feeds W_ih, b_ih
+  // and dx; dG_h feeds W_hh, b_hh and the recurrence. They differ only for
+  // GRU (the n gate's recurrent part is scaled by r).
+  Tensor dgates_x = at::empty({T, B, D * G * H}, opts);
+  Tensor dgates_h = gru ? at::empty({T, B, D * G * H}, opts) : dgates_x;
+  // dG_h of the current step of both directions, for the batched GEMM.
+  Tensor dgates_step = at::empty({D, B, G * H}, opts);
+  // Gradient flowing from step t+1 into h_t (and c_t), per direction.
+  Tensor dh_carry = dhy.narrow(0, layer * D, D).clone(); // [D, B, P]
+  Tensor dc_carry =
+      lstm ? dcy.narrow(0, layer * D, D).clone() : Tensor(); // [D, B, H]
+  // With projection: the full gradient of each projected h_t (for dW_hr),
+  // and the gradient of o * tanh(c_t) of the current step.
+  Tensor dh_total = cfg.has_proj ? at::empty({T, B, D * P}, opts) : Tensor();
+  Tensor dh_pre_projection =
+      cfg.has_proj ? at::empty({D, B, H}, opts) : Tensor();
+  const Tensor w_hh = stacked_recurrent_weights(cfg, cells, layer); // [D,GH,P]
+  const Tensor h_initial = h0.narrow(0, layer * D, D); // [D, B, P]
+  const Tensor c_initial =
+      lstm ? c0.narrow(0, layer * D, D) : Tensor(); // [D, B, H]
+
+  auto active = [&](int64_t t) {
+    return plan != nullptr ? plan->active[t] : B;
+  };
+
+  cuda::StepInfo step_info;
+  step_info.directions = D;
+  step_info.batch = B;
+  step_info.width = H;
+
+  for (const auto step : c10::irange(T)) {
+    int64_t rows_max = 0;
+    for (const auto d : c10::irange(D)) {
+      // Backward visits the steps in the opposite order of forward.
+      const int64_t t = d == 0 ? T - 1 - step : step;
+      const bool first_in_forward = d == 0 ? t == 0 : t == T - 1;
+      const int64_t t_prev = d == 0 ? t - 1 : t + 1;
+      const int64_t rows = active(t);
+      step_info.time[d] = t;
+      step_info.active[d] = rows;
+      step_info.previous[d] = t_prev;
+      // Rows [0, resumed) read step t_prev's state, rows [resumed, rows)
+      // read h0 (and c0), as in forward.
+      step_info.resumed[d] =
+          first_in_forward ? 0 : std::min(rows, active(t_prev));
+      rows_max = std::max(rows_max, rows);
+    }
+
+    switch (cfg.mode) {
+      case Mode::LSTM: {
+        cuda::LSTMBackwardArgs<scalar_t> args;
+        if (cfg.has_proj) {
+          cuda::ProjectedGradArgs<scalar_t> projected;
+          projected.step = step_info;
+          projected.step.width = P;
+          projected.dy = sequence_view<const scalar_t>(dy, P);
+          projected.dh_carry = state_view<scalar_t>(dh_carry);
+          projected.dh_total = sequence_view<scalar_t>(dh_total, P);
+          launch_step(cuda::projected_grad_step<scalar_t>, projected);
+          for (const auto d : c10::irange(D)) {
+            const int64_t rows = step_info.active[d];
+            if (rows == 0) {
+              continue;
+            }
+            Tensor dm_rows = dh_pre_projection.select(0, d).narrow(0, 0, rows);
+            at::mm_out(
+                dm_rows,
+                dh_total.select(0, step_info.time[d])
+                    .narrow(1, d * P, P)
+                    .narrow(0, 0, rows),
+                cells[layer * D + d].w_hr);
+          }
+          args.dh = state_view<const scalar_t>(dh_pre_projection);
+        } else {
+          args.dh = sequence_view<const scalar_t>(dy, H);
+          args.dh_carry = state_view<scalar_t>(dh_carry);
+        }
+        args.step = step_info;
+        args.gates = sequence_view<const scalar_t>(saved.gates, G * H);
+        args.cells = sequence_view<const scalar_t>(saved.cells, H);
+        args.c_initial = state_view<const scalar_t>(c_initial);
+        args.dc = state_view<scalar_t>(dc_carry);
+        args.dgates = sequence_view<scalar_t>(dgates_x, G * H);
+        args.dgates_step = state_view<scalar_t>(dgates_step);
+        launch_step(cuda::lstm_backward_step<scalar_t>, args);
+        break;
+      }
+      case Mode::GRU: {
+        cuda::GRUBackwardArgs<scalar_t> args;
+        args.step = step_info;
+        args.gates = sequence_view<const scalar_t>(saved.gates, G * H);
+        args.hn = sequence_view<const scalar_t>(saved.cells, H);
+        args.y = sequence_view<const scalar_t>(y, H);
+        args.h_initial = state_view<const scalar_t>(h_initial);
+        args.dy = sequence_view<const scalar_t>(dy, H);
+        args.dh_carry = state_view<scalar_t>(dh_carry);
+        args.dgates_x = sequence_view<scalar_t>(dgates_x, G * H);
+        args.dgates_h = sequence_view<scalar_t>(dgates_h, G * H);
+        args.dgates_step = state_view<scalar_t>(dgates_step);
+        launch_step(cuda::gru_backward_step<scalar_t>, args);
+        break;
+      }
+      case Mode::RNN_TANH:
+      case Mode::RNN_RELU: {
+        cuda::RNNBackwardArgs<scalar_t> args;
+        args.step = step_info;
+        args.y = sequence_view<const scalar_t>(y, H);
+        args.dy = sequence_view<const scalar_t>(dy, H);
+        args.dh_carry = state_view<scalar_t>(dh_carry);
+        args.dgates = sequence_view<scalar_t>(dgates_x, H);
+        args.dgates_step = state_view<scalar_t>(dgates_step);
+        args.relu = cfg.mode == Mode::RNN_RELU;
+        launch_step(cuda::rnn_backward_step<scalar_t>, args);
+        break;
+      }
+    }
+    // dh_{t-1} += dG_t W_hh for both directions. The kernels consumed the
+    // carry of the running rows and gave the idle rows a zero dG, so the
+    // idle rows keep their carry (dhy not yet reached, or dhx already
+    // final).
+    if (rows_max > 0) {
+      dh_carry.narrow(1, 0, rows_max)
+          .baddbmm_(dgates_step.narrow(1, 0, rows_max), w_hh);
+    }
+  }
+
+  if (dhx.defined()) {
+    dhx.narrow(0, layer * D, D).copy_(dh_carry);
+  }
+  if (dcx.defined()) {
+    dcx.narrow(0, layer * D, D).copy_(dc_carry);
+  }
+
+  if (need_param_grads) {
+    const int64_t per = cfg.params_per_direction;
+    for (const auto d : c10::irange(D)) {
+      const int64_t base = (layer * D + d) * per;
+      const Tensor dgx_d =
+          dgates_x.narrow(2, d * G * H, G * H).view({T * B, G * H});
+      const Tensor dgh_d =
+          dgates_h.narrow(2, d * G * H, G * H).view({T * B, G * H});
+      at::mm_out(
+          dparams[base],
+          dgx_d.t(),
+          layer_input.view({T * B, layer_input.size(2)}));
+      // dW_hh = sum_t dG_h(t)^T h_{t-1}: the steps whose h_{t-1} is a row of
+      // y in one GEMM, the step that read h0 in another.
+      const int64_t first = d == 0 ? 0 : T - 1;
+      const int64_t rest_begin = d == 0 ? 1 : 0; // steps reading y
+      const int64_t y_begin = d == 0 ? 0 : 1; // their h_{t-1} rows of y
+      const Tensor dgh_rest = dgates_h.narrow(0, rest_begin, T - 1)
+                                  .narrow(2, d * G * H, G * H)
+                                  .view({(T - 1) * B, G * H});
+      const Tensor h_rest = y.narrow(0, y_begin, T - 1)
+                                .narrow(2, d * P, P)
+                                .view({(T - 1) * B, P});
+      at::mm_out(dparams[base + 1], dgh_rest.t(), h_rest);
+      // With lengths, the reverse direction reads h0 at each sequence's
+      // last valid step: gather those rows of dG_h (in the GEMM above they
+      // met the zeros that y holds past a sequence's end).
+      const Tensor dgh_first = d == 1 && plan != nullptr
+          ? dgates_h.view({T * B, D * G * H})
+                .index_select(0, reverse_start_rows(*plan, B, opts.device()))
+                .narrow(1, G * H, G * H)
+          : dgates_h.select(0, first).narrow(1, d * G * H, G * H);
+      at::addmm_out(
+          dparams[base + 1],
+          dparams[base + 1],
+          dgh_first.t(),
+          h_initial.select(0, d));
+      if (cfg.has_biases) {
+        at::sum_out(dparams[base + 2], dgx_d, {0});
+        at::sum_out(dparams[base + 3], dgh_d, {0});
+      }
+      if (cfg.has_proj) {
+        const Tensor hidden_d =
+            saved.hidden.narrow(2, d * H, H).view({T * B, H});
+        at::mm_out(
+            dparams[base + per - 1],
+            dh_total.narrow(2, d * P, P).view({T * B, P}).t(),
+            hidden_d);
+      }
+    }
+  }
+
+  if (need_input_grad) {
+    dx = at::empty({T, B, layer_input.size(2)}, opts);
+    Tensor dx_2d = dx.view({T * B, layer_input.size(2)});
+    at::mm_out(
+        dx_2d,
+        dgates_x.view({T * B, D * G * H}),
+        stacked_input_weights(cfg, cells, layer));
+  }
+}
+
+std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> rnn_backward_cuda(
+    const Tensor& input,
+    const std::optional<Tensor>& hx,
+    const std::optional<Tensor>& cx,
+    at::TensorList params,
+    const Tensor& output,
+    const Tensor& reserve,
+    const std::optional<Tensor>& grad_output,
+    const std::optional<Tensor>& grad_hy,
+    const std::optional<Tensor>& grad_cy,
+    bool has_biases,
+    int64_t num_layers,
+    double dropout,
+    bool train,
+    bool bidirectional,
+    bool batch_first,
+    c10::string_view mode,
+    std::array<bool, 4> output_mask,
+    const std::optional<Tensor>& lengths) {
+  SymbolicRNNConfig checked = check_rnn_args_symbolic(
+      parse_mode(mode),
+      input,
+      hx,
+      cx,
+      params,
+      has_biases,
+      num_layers,
+      dropout,
+      train,
+      bidirectional,
+      batch_first,
+      lengths);
+  check_backward_args(
+      checked, input, output, reserve, grad_output, grad_hy, grad_cy);
+  const RNNConfig cfg = concrete_config(std::move(checked));
+  const c10::cuda::CUDAGuard device_guard(input.device());
+  const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
+  const int64_t L = cfg.num_layers, H = cfg.hidden_size, P = cfg.proj_size;
+  const auto opts = input.options();
+  const std::optional<LengthsPlan> plan = plan_on_host(cfg, lengths);
+  const BatchOrder order(plan, input.device());
+
+  const bool lstm = cfg.mode == Mode::LSTM;
+  // grad_hx and grad_cx are computed in the kernels' batch order.
+  Tensor grad_input = at::empty({0}, opts);
+  Tensor grad_hx = output_mask[1] && present(hx)
+      ? at::empty({L * D, B, P}, opts)
+      : at::empty({0}, opts);
+  Tensor grad_cx = output_mask[2] && present(cx) && lstm
+      ? at::empty({L * D, B, H}, opts)
+      : at::empty({0}, opts);
+  std::vector<Tensor> grad_params;
+  if (output_mask[3]) {
+    for (const auto& p : params) {
+      grad_params.push_back(at::empty(p.sizes(), opts));
+    }
+  }
+
+  if (B == 0) {
+    if (output_mask[0]) {
+      grad_input = at::zeros({T, B, cfg.input_size}, opts);
+      if (batch_first) {
+        grad_input = grad_input.transpose(0, 1);
+      }
+    }
+    for (auto& g : grad_params) {
+      g.zero_();
+    }
+    return {grad_input, grad_hx, grad_cx, grad_params};
+  }
+
+  auto time_major = [&](const std::optional<Tensor>& t) {
+    if (!present(t)) {
+      return at::zeros({T, B, D * P}, opts);
+    }
+    return order.sorted(batch_first ? t->transpose(0, 1) : *t, 1);
+  };
+  auto state_or_zeros = [&](const std::optional<Tensor>& t, int64_t width) {
+    if (!present(t)) {
+      return at::zeros({L * D, B, width}, opts);
+    }
+    return order.sorted(*t, 1);
+  };
+  Tensor x = order.sorted(batch_first ? input.transpose(0, 1) : input, 1);
+  if (plan.has_value() && output_mask[3]) {
+    // dW_ih = dG^T x runs over every row, padding included, where dG is 0:
+    // zero the padding of (a copy of) x so that whatever the caller left
+    // there (even inf or NaN) cannot leak into the sum.
+    if (!order.permuted()) {
+      x = x.clone();
+    }
+    for (const auto t : c10::irange(T)) {
+      const int64_t rows = plan->active[t];
+      if (rows < B) {
+        x.select(0, t).narrow(0, rows, B - rows).zero_();
+      }
+    }
+  }
+  const Tensor y_last = time_major(output);
+  const Tensor h0 = state_or_zeros(hx, P);
+  const Tensor c0 = lstm ? state_or_zeros(cx, H) : Tensor();
+  const Tensor dhy = state_or_zeros(grad_hy, P);
+  const Tensor dcy = lstm ? state_or_zeros(grad_cy, H) : Tensor();
+  const auto saved = split_reserve(cfg, reserve);
+  const auto cells = unpack_params(cfg, params);
+  const Tensor dhx_all = grad_hx.numel() ? grad_hx : Tensor();
+  const Tensor dcx_all = grad_cx.numel() ? grad_cx : Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16,
+      at::kHalf,
+      input.scalar_type(),
+      "deeprnn_backward_cuda",
+      [&] {
+        Tensor dy = time_major(grad_output);
+        for (int64_t l = L - 1; l >= 0; --l) {
+          Tensor layer_input = x;
+          if (l > 0) {
+            layer_input = cfg.uses_dropout()
+                ? saved[l - 1].output * saved[l - 1].mask
+                : saved[l - 1].output;
+          }
+          const Tensor& y = l == L - 1 ? y_last : saved[l].output;
+          Tensor dx;
+          backward_layer<scalar_t>(
+              cfg,
+              cells,
+              l,
+              layer_input,
+              y,
+              h0,
+              c0,
+              saved[l],
+              dy,
+              dhy,
+              dcy,
+              l > 0 || output_mask[0],
+              output_mask[3],
+              dx,
+              dhx_all,
+              dcx_all,
+              grad_params,
+              plan ? &*plan : nullptr);
+          if (l > 0) {
+            dy = cfg.uses_dropout() ? dx * saved[l - 1].mask : dx;
+          } else if (output_mask[0]) {
+            grad_input = order.to_caller(dx, 1);
+            if (batch_first) {
+              grad_input = grad_input.transpose(0, 1);
+            }
+          }
+        }
+      });
+  if (grad_hx.numel()) {
+    grad_hx = order.to_caller(grad_hx, 1);
+  }
+  if (grad_cx.numel()) {
+    grad_cx = order.to_caller(grad_cx, 1);
+  }
+  return {grad_input, grad_hx, grad_cx, grad_params};
+}
+
+} // namespace
+
+TORCH_LIBRARY_IMPL(deeprnn, CUDA, m) {
+  m.impl("_rnn_forward", &rnn_forward_cuda);
+  m.impl("_rnn_backward", &rnn_backward_cuda);
+}
+
+} // namespace deeprnn
