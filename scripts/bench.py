@@ -602,8 +602,7 @@ def main(argv=None):
         if not torch.cuda.is_available():
             fail("--device cuda: CUDA is not available here (torch "
                  f"{torch.__version__}, torch.version.cuda="
-                 f"{torch.version.cuda}); deeprnn's CUDA kernels are not "
-                 "built yet either. Use --device cpu.")
+                 f"{torch.version.cuda}). Use --device cpu.")
         try:
             probe = torch.zeros(2, 1, 4, device=device)
             weights = [torch.zeros(4, 4, device=device),
@@ -612,7 +611,7 @@ def main(argv=None):
                                        False, False, False)
         except Exception as error:
             fail("--device cuda: the deeprnn operators failed on CUDA "
-                 "(the CUDA kernels are probably not built yet): "
+                 "(is libdeeprnn built with DEEPRNN_CUDA=ON?): "
                  f"{type(error).__name__}: {str(error).splitlines()[0]}")
 
     if args.threads is not None:

@@ -3,7 +3,9 @@
 # and ends with one summary line: "N passed, N failed[, N skipped]".
 # With DEEPRNN_SANITIZERS=1 (CI sets it) it also runs scripts/sanitize.sh
 # (ASan + UBSan build of the library and the C++ tests) and
-# scripts/valgrind.sh, each counted as one check in that line.
+# scripts/valgrind.sh, and with DEEPRNN_CUDA_CHECK=1 (CI sets it)
+# scripts/cuda_build_check.sh (the CUDA build, compiled and linked only),
+# each counted as one check in that line.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -37,11 +39,15 @@ ctest_line="$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' \
 if [[ -n "$ctest_line" ]]; then
   ctest_total="$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$ctest_line")"
   ctest_failed="$(sed -E 's/.* ([0-9]+) tests? failed.*/\1/' <<<"$ctest_line")"
-  ctest_passed=$((ctest_total - ctest_failed))
+  # ctest counts a skipped test (GTEST_SKIP, e.g. the CUDA tests without a
+  # GPU) among the passed ones; it lists each as "... (Skipped)".
+  ctest_skipped="$(grep -cE '\(Skipped\)$' "$logs/ctest.log" || true)"
+  ctest_passed=$((ctest_total - ctest_failed - ctest_skipped))
 else
   echo "test: ctest ran no test"
   ctest_passed=0
   ctest_failed=0
+  ctest_skipped=0
 fi
 if [[ $ctest_rc -ne 0 || -z "$ctest_line" ]] && [[ $ctest_failed -eq 0 ]]; then
   ctest_failed=1 # it failed without a count (no tests, crash, ...)
@@ -90,14 +96,31 @@ if [[ "${DEEPRNN_SANITIZERS:-0}" == 1 ]]; then
   done
 fi
 
+# CUDA compile-only check (CI) ---------------------------------------------------------
+# With DEEPRNN_CUDA_CHECK=1 (CI sets it): scripts/cuda_build_check.sh compiles
+# and links the CUDA build against a CUDA torch in .venv-cuda and loads it;
+# nothing runs on a GPU. One check in the summary line.
+if [[ "${DEEPRNN_CUDA_CHECK:-0}" == 1 ]]; then
+  echo "test: scripts/cuda_build_check.sh (CUDA: compile and link only, no GPU)"
+  if bash scripts/cuda_build_check.sh; then
+    extra_passed=$((extra_passed + 1))
+    extra_line+="; cuda compile-only ok (nothing ran on a GPU)"
+  else
+    extra_failed=$((extra_failed + 1))
+    extra_line+="; cuda compile-only FAILED"
+  fi
+fi
+
 # Summary -------------------------------------------------------------------------
 passed=$((ctest_passed + pytest_passed + extra_passed))
 failed=$((ctest_failed + pytest_failed + extra_failed))
-echo "test: ctest ${ctest_passed} passed, ${ctest_failed} failed (rc ${ctest_rc});" \
+skipped=$((ctest_skipped + pytest_skipped))
+echo "test: ctest ${ctest_passed} passed, ${ctest_failed} failed," \
+  "${ctest_skipped} skipped (rc ${ctest_rc});" \
   "pytest ${pytest_passed} passed, ${pytest_failed} failed," \
   "${pytest_skipped} skipped (rc ${pytest_rc})${extra_line}"
-if [[ $pytest_skipped -gt 0 ]]; then
-  echo "${passed} passed, ${failed} failed, ${pytest_skipped} skipped"
+if [[ $skipped -gt 0 ]]; then
+  echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 else
   echo "${passed} passed, ${failed} failed"
 fi
