@@ -2,7 +2,9 @@
 // to run under valgrind (scripts/valgrind.sh) in about a minute: stacked,
 // bidirectional, with dropout in training and with initial states, in float32
 // (the MKL packed-GEMM path and the vectorised activations) and float64, plus
-// an inference forward (its chunked input projection is a path of its own).
+// an inference forward (its chunked input projection is a path of its own),
+// each also with variable lengths in unsorted order (the batch reordering,
+// shrinking steps, reverse-direction starts and zeroed padding).
 // So every kernel and the reserve (gates, cells, outputs, masks) is written
 // and read once. Exits non-zero if a result is not finite, so a run that
 // valgrind lets pass but computes garbage still fails.
@@ -18,6 +20,10 @@ namespace {
 
 constexpr int64_t kSeqLen = 5, kBatch = 3, kInput = 4, kHidden = 6;
 constexpr int64_t kLayers = 2, kDirections = 2;
+
+torch::Tensor lengths() {
+  return torch::tensor({4, 5, 2}, torch::kLong); // kBatch, unsorted
+}
 
 bool all_finite(const std::string& what, const torch::Tensor& tensor) {
   if (!tensor.defined() || !tensor.isfinite().all().item<bool>()) {
@@ -88,7 +94,11 @@ int main() {
                auto c0 = torch::randn_like(h0);
                auto [output, state] = lstm->forward(x, std::make_tuple(h0, c0));
                auto [hy, cy] = state;
-               return output.pow(2).sum() + hy.sum() + cy.sum();
+               auto [output_l, state_l] =
+                   lstm->forward(x, std::make_tuple(h0, c0), lengths());
+               return output.pow(2).sum() + hy.sum() + cy.sum() +
+                   output_l.pow(2).sum() + std::get<0>(state_l).sum() +
+                   std::get<1>(state_l).sum();
              }) &&
         ok;
     ok = forward_backward(
@@ -97,7 +107,9 @@ int main() {
              dtype,
              [&](const torch::Tensor& x, const torch::Tensor& h0) {
                auto [output, hy] = gru->forward(x, h0);
-               return output.pow(2).sum() + hy.sum();
+               auto [output_l, hy_l] = gru->forward(x, h0, lengths());
+               return output.pow(2).sum() + hy.sum() + output_l.pow(2).sum() +
+                   hy_l.sum();
              }) &&
         ok;
     ok = forward_backward(
@@ -106,7 +118,9 @@ int main() {
              dtype,
              [&](const torch::Tensor& x, const torch::Tensor& h0) {
                auto [output, hy] = rnn->forward(x, h0);
-               return output.pow(2).sum() + hy.sum();
+               auto [output_l, hy_l] = rnn->forward(x, h0, lengths());
+               return output.pow(2).sum() + hy.sum() + output_l.pow(2).sum() +
+                   hy_l.sum();
              }) &&
         ok;
   }
