@@ -178,10 +178,18 @@ for op in ("deeprnn::_rnn_forward", "deeprnn::_rnn_backward"):
 for op in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
     if not has_kernel(f"deeprnn::{op}", "Autograd"):
         problems.append(f"deeprnn::{op} has no Autograd kernel")
+# The switch of the CUDA fast paths exists and is off unless the environment
+# turns it on (they are not verified on a GPU yet).
+import os
+expected = 1 if os.environ.get("DEEPRNN_CUDA_FAST_PATH") == "1" else 0
+if torch.ops.deeprnn._cuda_fast_path() != expected:
+    problems.append(f"deeprnn::_cuda_fast_path() is not {expected} "
+                    f"(DEEPRNN_CUDA_FAST_PATH={os.environ.get('DEEPRNN_CUDA_FAST_PATH')!r})")
 if problems:
     sys.exit("cuda-check: " + "; ".join(problems))
 print("cuda-check: registered: _rnn_forward and _rnn_backward for CPU, CUDA and "
-      "Meta; lstm, gru, rnn_tanh, rnn_relu for Autograd")
+      "Meta; lstm, gru, rnn_tanh, rnn_relu for Autograd; CUDA fast paths "
+      f"{'on' if expected else 'off'} (DEEPRNN_CUDA_FAST_PATH)")
 
 # The CPU operators of this build still work (float64 against torch.nn).
 torch.manual_seed(0)

@@ -5,6 +5,14 @@
 # Python tests, a short benchmark against torch.nn (cuDNN), and prints a
 # summary table last. Needs nothing from the network.
 #
+# CUDA fast paths (the persistent kernels, csrc/cuda/persistent.cuh;
+# off by default, switch DEEPRNN_CUDA_FAST_PATH=1): test_cuda.py runs every
+# test on both paths, the general one (switch off) and with the switch on
+# (test ids [general-...] / [fast-...]), plus the test_fast_path_* tests of
+# the fit and the fallback; the summary gives a row per path and how many
+# layers the fast path ran. The benchmark runs the fast path's rows once
+# more with the switch on. Everything else runs with the switch off.
+#
 # Expects on the machine: a CUDA build of torch in $PYTHON (default python3),
 # nvcc, cmake, ninja, pytest. GoogleTest is optional: if CMake cannot find it,
 # the .deb files in $DEEPRNN_GPU_DEPS (default .gpu-deps/, e.g.
@@ -26,6 +34,8 @@
 #                    --no-cpp --no-bench: the rest of the Python tests alone)
 #   --no-bench       skip the benchmark
 #   --keep-build     reuse the build directory instead of starting afresh
+#   --cuda-paths P   which paths test_cuda.py runs its tests on: general,
+#                    fast or general,fast (default; DEEPRNN_TEST_CUDA_PATHS)
 #   --jobs N         parallel build jobs (default nproc)
 # Environment: PYTHON, DEEPRNN_GPU_BUILD_DIR (default build-gpu),
 # DEEPRNN_GPU_DEPS, TORCH_CUDA_ARCH_LIST (default: the GPU's own, e.g. 9.0),
@@ -54,12 +64,18 @@ while (($#)); do
     --no-bench) RUN_BENCH=0 ;;
     --keep-build) KEEP_BUILD=1 ;;
     --jobs) JOBS="$2"; shift ;;
+    --cuda-paths) CUDA_PATHS="$2"; shift ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 
+case "${CUDA_PATHS:=general,fast}" in
+  general|fast|general,fast|fast,general) ;;
+  *) echo "gpu_check: --cuda-paths takes general, fast or general,fast, got '$CUDA_PATHS'" >&2
+     exit 2 ;;
+esac
 PY="${PYTHON:-python3}"
 BUILD_DIR="${DEEPRNN_GPU_BUILD_DIR:-build-gpu}"
 [[ "$BUILD_DIR" = /* ]] || BUILD_DIR="$ROOT/$BUILD_DIR"
@@ -288,6 +304,8 @@ if ((${#CUDA_ROOT_ARGS[@]})); then
   export CUDA_PATH="$CUDA_ROOT"
 fi
 export DEEPRNN_GPU_REPORT="$LOGS/gpu_report.json"
+# The fast paths are off unless a step below turns them on for itself.
+export DEEPRNN_CUDA_FAST_PATH=0 DEEPRNN_TEST_CUDA_PATHS="$CUDA_PATHS"
 CTEST_S=0 CUDA_S=0 REST_S=0 BENCH_S=0
 # A hung kernel (a grid-wide wait that never ends) must not eat the whole
 # lease: per-test limits where the tools have them, and one for the bench.
@@ -308,7 +326,7 @@ if [[ -z "${BUILD_FAILED:-}" && $BUILD_ONLY == 0 ]]; then
   fi
 
   if [[ $RUN_CUDA_TESTS == 1 ]]; then
-    say "pytest tests/python/test_cuda.py"
+    say "pytest tests/python/test_cuda.py (paths: $CUDA_PATHS)"
     START=$SECONDS
     # shellcheck disable=SC2086
     "$PY" -m pytest tests/python/test_cuda.py -q -rs -p no:cacheprovider "${PYTEST_LIMIT[@]}" \
@@ -354,14 +372,23 @@ runpy.run_path("scripts/bench.py", run_name="__main__")' "$@"
       bench --device cuda --quick --rows fastrnns,stacked-bi,small-batch,long \
         --modes lstm,gru,rnn_tanh --png "" --json "$TMP/bench_full.json" &&
       bench --device cuda --quick --rows fastrnns,stacked-bi --modes lstm,gru \
-        --lengths spread --png "" --json "$TMP/bench_lengths.json"
+        --lengths spread --png "" --json "$TMP/bench_lengths.json" &&
+      DEEPRNN_CUDA_FAST_PATH=1 bench --device cuda --quick \
+        --rows small-batch,stacked-bi,deep,fastrnns --modes lstm,gru,rnn_tanh --png "" \
+        --json "$TMP/bench_fast.json"
     } >"$LOGS/bench.log" 2>&1
     BENCH_RC=$?
     BENCH_S=$((SECONDS - START))
-    "$PY" - "$TMP/bench_full.json" "$TMP/bench_lengths.json" "$LOGS/bench.json" <<'PYEOF'
+    "$PY" - "$TMP/bench_full.json" "$TMP/bench_lengths.json" "$TMP/bench_fast.json" \
+      "$LOGS/bench.json" <<'PYEOF'
 import json, os, sys
-runs = [json.load(open(p)) for p in sys.argv[1:3] if os.path.isfile(p)]
-json.dump({"runs": runs}, open(sys.argv[3], "w"), indent=1)
+runs = []
+for path, fast in zip(sys.argv[1:4], (False, False, True)):
+    if os.path.isfile(path):
+        run = json.load(open(path))
+        run["fast_path"] = fast  # DEEPRNN_CUDA_FAST_PATH of that run
+        runs.append(run)
+json.dump({"runs": runs}, open(sys.argv[4], "w"), indent=1)
 PYEOF
   fi
 fi
@@ -422,6 +449,38 @@ else:
     rows.append(("ctest (C++)", passed, bad, skipped, "$CTEST_S", f"rc {ctest_rc}"))
 junit("pytest test_cuda.py", os.path.join(tmp, "cuda.xml"), "$CUDA_RC", "$CUDA_S",
       "" if "$CUDA_RC" or "$RUN_CUDA_TESTS" == "1" else "skipped (--no-cuda-tests)")
+
+# test_cuda.py per path: the cuda_path parameter in each test id, [general-...]
+# (switch off), [fast-...] (switch on), [own-...] (test_fast_path_*).
+def by_path(path):
+    counts = {}
+    try:
+        root = ET.parse(path).getroot()
+    except Exception:
+        return counts
+    for case in root.iter("testcase"):
+        match = re.search(r"\[([^\]]*)\]", case.get("name", ""))
+        tokens = match.group(1).split("-") if match else []
+        which = next((t for t in tokens if t in ("general", "fast", "own")), "?")
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error"):
+                outcome = "failed"
+            elif child.tag == "skipped" and outcome == "passed":
+                outcome = "skipped"
+        entry = counts.setdefault(which, {"passed": 0, "failed": 0, "skipped": 0})
+        entry[outcome] += 1
+    return counts
+
+if "$CUDA_RC" != "":
+    names = {"general": "  general path", "fast": "  fast path on",
+             "own": "  test_fast_path_*", "?": "  (no path)"}
+    notes = {"general": "switch off", "fast": "switch on: fast where it fits",
+             "own": "fit, fallback, boundary", "?": ""}
+    for which, c in sorted(by_path(os.path.join(tmp, "cuda.xml")).items(),
+                           key=lambda kv: list(names).index(kv[0])):
+        rows.append((names[which], c["passed"], c["failed"], c["skipped"], "",
+                     notes[which]))
 junit("pytest the rest", os.path.join(tmp, "rest.xml"), "$REST_RC", "$REST_S",
       "" if "$REST_RC" or "$CUDA_ONLY" == "0" else "skipped (--cuda-only)")
 print()
@@ -452,7 +511,14 @@ if os.path.isfile(rest_log):
 
 report = os.path.join(logs, "gpu_report.json")
 if os.path.isfile(report):
-    errors = json.load(open(report))["errors"]
+    report_data = json.load(open(report))
+    errors = report_data["errors"]
+    forward, backward = (report_data.get("fast_path_layers") or [0, 0])[:2]
+    print()
+    print(f"paths run by test_cuda.py: {', '.join(report_data.get('paths', ['general']))}; "
+          f"the fast path (persistent kernels) ran {forward} forward and {backward} backward "
+          "layer(s)" + ("" if forward and backward else
+                        " -- a pass that never ran was not verified by the fast-path rows"))
     print()
     print("largest errors (test_cuda.py):")
     print(f"{'comparison':46} {'checks':>6} {'max abs':>10} {'max |d|/|ref|':>13}  worst case")
@@ -468,12 +534,14 @@ if os.path.isfile(bench):
         print()
         print("bench (float32, TF32 off on both sides; ratio = torch.nn / deeprnn, "
               ">1: deeprnn faster):")
-        print(f"{'row':22} {'mode':9} {'pass':10} {'torch ms':>9} {'deeprnn ms':>10} {'ratio':>6}")
+        print(f"{'row':22} {'mode':9} {'pass':10} {'path':8} {'torch ms':>9} "
+              f"{'deeprnn ms':>10} {'ratio':>6}")
         for run in runs:
+            path = "fast" if run.get("fast_path") else "general"
             for r in run["results"]:
                 ms = r["median_ms"]
-                print(f"{r['row']:22} {r['mode']:9} {r['pass']:10} {ms['torch.nn']:>9.2f} "
-                      f"{ms['deeprnn']:>10.2f} {r['ratio']:>6.2f}")
+                print(f"{r['row']:22} {r['mode']:9} {r['pass']:10} {path:8} "
+                      f"{ms['torch.nn']:>9.2f} {ms['deeprnn']:>10.2f} {r['ratio']:>6.2f}")
 if "$BENCH_RC" not in ("", "0"):
     failed_any = True
     print(f"bench: FAILED (rc $BENCH_RC; see bench.log)")

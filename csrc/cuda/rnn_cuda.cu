@@ -36,15 +36,20 @@
 //     on the CPU are read on the host without a device sync; lengths on the
 //     GPU are copied to the host first, which synchronises with the stream
 //     (once in forward, once in backward).
-// Not done yet (later issue, DESIGN.md §3 item 5): the fast paths, i.e. the
-// time loop captured as a CUDA graph, a persistent kernel keeping W_hh on
-// chip, the layer wavefront. Each step costs a few launches, so small
-// batches are launch-bound here.
+// Fast paths (DESIGN.md §3 item 5): persistent kernels (cuda/persistent.cuh)
+// take a layer's forward, and the time loop of its backward, where the
+// switch DEEPRNN_CUDA_FAST_PATH / deeprnn::_cuda_fast_path is on (off by
+// default: not yet verified on a GPU) and the layer fits; every other layer
+// and pass runs the general path above. Not done yet: the time loop
+// captured as a CUDA graph, the layer wavefront (see the design notes in
+// cuda/persistent.cu). On the general path each step costs a few launches,
+// so small batches are launch-bound here.
 
 #include "common/config.h"
 #include "common/driver.h"
 #include "common/layers.h"
 #include "cuda/cell_kernels.cuh"
+#include "cuda/persistent.cuh"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -145,6 +150,12 @@ void forward_layer(
     const Tensor& hy, // [L*D, B, P] out
     const Tensor& cy, // [L*D, B, H] out (LSTM)
     const LengthsPlan* plan) { // null without lengths
+  // The persistent kernel where the switch is on and the layer fits it
+  // (cuda/persistent.cuh); the general path below otherwise.
+  if (cuda::try_persistent_forward_layer<scalar_t>(
+          cfg, cells, layer, layer_input, h0, c0, saved, y, hy, cy, plan)) {
+    return;
+  }
   const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
   const int64_t H = cfg.hidden_size, P = cfg.proj_size, G = cfg.gates;
   const auto opts = layer_input.options();
@@ -338,7 +349,24 @@ void backward_layer(
   step_info.batch = B;
   step_info.width = H;
 
-  for (const auto step : c10::irange(T)) {
+  // The persistent backward loop where the switch is on and the layer fits
+  // (cuda/persistent.cuh): it fills dgates_x (dgates_h) and the carries as
+  // the loop below does; the weight gradients after the loop serve both.
+  const bool persistent = cuda::try_persistent_backward_loop<scalar_t>(
+      cfg,
+      cells,
+      layer,
+      y,
+      h0,
+      c0,
+      saved,
+      dy,
+      dgates_x,
+      dgates_h,
+      dh_carry,
+      dc_carry,
+      plan);
+  for (const auto step : c10::irange(persistent ? 0 : T)) {
     int64_t rows_max = 0;
     for (const auto d : c10::irange(D)) {
       // Backward visits the steps in the opposite order of forward.

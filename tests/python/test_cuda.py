@@ -16,6 +16,17 @@ torch's matmul TF32 setting; ``test_follows_matmul_tf32_setting`` checks that.
 Inputs are fresh ``torch.randn`` draws, never zeros, and the CUDA caching
 allocator is filled with NaN before each comparison, so that an output element
 a kernel forgets to write reads NaN rather than a lucky zero.
+
+Every test runs on two paths (the ``cuda_path`` parameter, ``general`` and
+``fast`` in the test ids): with the switch of the CUDA fast paths
+(``torch.ops.deeprnn._cuda_fast_path``) off, and on, where each layer that
+fits takes the persistent forward kernel (csrc/cuda/persistent.cuh) and the
+rest falls back to the general path. ``DEEPRNN_TEST_CUDA_PATHS`` (``general``,
+``fast`` or ``general,fast``, the default) narrows that. The
+``test_fast_path_*`` tests set the switch themselves and run once; they check
+that the fast path runs where it fits (``_cuda_fast_path_layers`` counts the
+layers of its forward and backward kernels), falls back where it does not,
+both ways across the fit boundary, and agrees with the general path.
 """
 
 import copy
@@ -66,6 +77,8 @@ class _ErrorReport:
         self.kinds = {}
 
     def add(self, kind, case, got, expected):
+        if _CURRENT_PATH[0] == "fast":
+            kind = f"{kind} [fast path on]"
         got = got.detach().to("cpu", torch.float64)
         expected = expected.detach().to("cpu", torch.float64)
         if got.shape != expected.shape:
@@ -90,6 +103,54 @@ class _ErrorReport:
 
 REPORT = _ErrorReport()
 
+# ------------------------------------------------------- general and fast path
+
+PATHS = [p.strip() for p in os.environ.get("DEEPRNN_TEST_CUDA_PATHS", "general,fast").split(",")
+         if p.strip()]
+if not PATHS or set(PATHS) - {"general", "fast"}:
+    raise ValueError("DEEPRNN_TEST_CUDA_PATHS must name general, fast or both "
+                     f"(comma-separated), got {os.environ.get('DEEPRNN_TEST_CUDA_PATHS')!r}")
+_CURRENT_PATH = ["general"]
+
+
+def pytest_generate_tests(metafunc):
+    """Every test on each of PATHS; the fast-path tests (which set the switch
+    themselves) once."""
+    if "cuda_path" in metafunc.fixturenames:
+        own = metafunc.function.__name__.startswith("test_fast_path")
+        metafunc.parametrize("cuda_path", ["own"] if own else PATHS, indirect=True)
+
+
+def _fast_path(enable=-1):
+    return torch.ops.deeprnn._cuda_fast_path(enable)
+
+
+def _fast_layers():
+    """Layers the persistent kernels have run in this process: (forward,
+    backward)."""
+    forward, backward = torch.ops.deeprnn._cuda_fast_path_layers()
+    return forward, backward
+
+
+def _layers_since(before):
+    now = _fast_layers()
+    return now[0] - before[0], now[1] - before[1]
+
+
+@pytest.fixture(autouse=True)
+def cuda_path(request):
+    """The switch of the CUDA fast paths during one test, restored after."""
+    path = request.param
+    previous = _fast_path(-1)
+    if path != "own":
+        _fast_path(1 if path == "fast" else 0)
+    _CURRENT_PATH[0] = path
+    try:
+        yield path
+    finally:
+        _fast_path(previous)
+        _CURRENT_PATH[0] = "general"
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _write_report():
@@ -104,6 +165,8 @@ def _write_report():
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version(),
         "errors": REPORT.kinds,
+        "paths": PATHS,
+        "fast_path_layers": list(_fast_layers()),
     }
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
@@ -969,3 +1032,268 @@ def test_modules_on_cuda_match_torch_nn(mode):
         for (name, _), g, e in zip(ours.named_parameters(), got_grads, exp_grads):
             _compare("modules on CUDA f64", case, g, e, TOLERANCES[torch.float64][1],
                      f"grad of {name}")
+
+
+# ------------------------------------------------ fast path: fits and falls back
+#
+# The persistent kernels (csrc/cuda/persistent.cuh) take a layer's forward,
+# and the time loop of its backward, when the switch is on, the layer has no
+# LSTM projection, and the W_hh slices of a co-resident grid fit in shared
+# memory (each pass decides for itself). These tests set the switch
+# themselves (they run once, not per cuda_path).
+
+
+def _both_paths(module, x, h0, c0, lengths=None, train=True):
+    """The same call with the switch off and on: (general, fast, (forward,
+    backward) layers the fast path ran in the second call)."""
+    upstream = None
+    runs = []
+    for enable in (0, 1):
+        _fast_path(enable)
+        before = _fast_layers()
+        _poison_cuda_cache()
+        if train:
+            result = _run(_ours, module, x, h0, c0, lengths, upstream=upstream)
+            upstream = result[2]
+        else:
+            with torch.no_grad():
+                result = (_ours(module, x, h0, c0, lengths), [], None, [])
+        runs.append((result, _layers_since(before)))
+    assert runs[0][1] == (0, 0), "the fast path ran with the switch off"
+    return runs[0][0], runs[1][0], runs[1][1]
+
+
+def _compare_paths(case, general, fast, dtype, bounds=None):
+    """fast against general: assert_close for float32/float64, norm ratios
+    (`bounds` = (forward, gradients)) where given."""
+    kind = f"fast vs general path {DTYPE_IDS[dtype]}"
+    if bounds is None:
+        _compare_runs(kind, case, fast, general, *TOLERANCES[dtype])
+        return
+    for name, g, e in zip(["output", "hy", "cy"], fast[0], general[0]):
+        REPORT.add(f"{kind} forward", f"{case} {name}", g, e)
+        assert g.shape == e.shape and g.dtype == e.dtype
+        assert _norm_ratio(g, e) < bounds[0], f"{case}: {name}: {_norm_ratio(g, e):.3e}"
+    for name, g, e in zip(fast[3], fast[1], general[1]):
+        REPORT.add(f"{kind} gradients", f"{case} grad of {name}", g, e)
+        assert _norm_ratio(g, e) < bounds[1], f"{case}: grad of {name}: {_norm_ratio(g, e):.3e}"
+
+
+def test_fast_path_switch(cuda_path):
+    previous = _fast_path(-1)
+    try:
+        assert previous in (0, 1)
+        assert _fast_path(1) == previous
+        assert _fast_path(-1) == 1
+        assert _fast_path(0) == 1
+        assert _fast_path() == 0
+        for bad in (2, -2):
+            with pytest.raises(RuntimeError, match=r"deeprnn\._cuda_fast_path: enable must be "
+                                                   rf"-1 \(query\), 0 \(off\) or 1 \(on\), got {bad}"):
+                _fast_path(bad)
+        assert _fast_path() == 0
+    finally:
+        _fast_path(previous)
+
+
+@pytest.mark.parametrize("value, expected", [(None, 0), ("0", 0), ("1", 1), ("yes", 0)])
+def test_fast_path_switch_from_environment(cuda_path, value, expected):
+    """DEEPRNN_CUDA_FAST_PATH sets the switch's first value: unset or 0 off,
+    1 on, anything else off with a warning."""
+    import subprocess
+    import sys
+    env = dict(os.environ)
+    env.pop("DEEPRNN_CUDA_FAST_PATH", None)
+    if value is not None:
+        env["DEEPRNN_CUDA_FAST_PATH"] = value
+    code = ("import os, torch\n"
+            "lib = os.environ.get('DEEPRNN_LIBRARY')\n"
+            "torch.ops.load_library(lib) if lib else __import__('deeprnn')\n"
+            "print(torch.ops.deeprnn._cuda_fast_path())\n")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(expected)
+    if value == "yes":
+        assert "DEEPRNN_CUDA_FAST_PATH must be 0 or 1" in result.stderr
+
+
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
+                         ids=["f32", "f64", "f16", "bf16"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("mode", MODES)
+def test_fast_path_runs_where_it_fits(cuda_path, mode, bidirectional, dtype, with_lengths):
+    """A small stack (2 layers) fits: both layers take the fast path, and its
+    results and the gradients of the general backward on its reserve match
+    the general path's."""
+    torch.manual_seed(1100)
+    module = _module(mode, dtype, 2, bidirectional, False, True, 0)
+    x = _input(module)
+    h0, c0 = _states(module)
+    lengths = _lengths(SEQ_LEN, BATCH) if with_lengths else None
+    general, fast, layers = _both_paths(module, x, h0, c0, lengths)
+    case = f"{mode}-{'bi' if bidirectional else 'uni'}-{DTYPE_IDS[dtype]}-" \
+           f"{'lengths' if with_lengths else 'full'}"
+    assert layers == (2, 2), f"{case}: the fast path ran {layers} of 2 layers (fwd, bwd)"
+    bounds = None
+    if dtype in (torch.float16, torch.bfloat16):
+        # Both paths round alike, but sum the recurrent products in another
+        # order: a half-type ReLU unit at zero may still flip (see
+        # test_half_types_against_float64_reference).
+        bounds = (1e-2, RELU_GRAD_FLOOR[dtype] if mode == "RNN_RELU" else 2e-2)
+    _compare_paths(case, general, fast, dtype, bounds)
+    if lengths is not None:
+        padding = _padding(lengths, SEQ_LEN, False).to(x.device)
+        output = fast[0][0]
+        assert torch.equal(output[padding], torch.zeros_like(output[padding]))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fast_path_matches_cudnn_with_dropout_and_batch_first(cuda_path, mode):
+    """Training with dropout between layers, batch_first, no biases, float64:
+    the fast path against cuDNN (the general path's tolerance)."""
+    torch.manual_seed(1101)
+    _fast_path(1)
+    module = _module(mode, torch.float64, 3, True, True, False, 0)
+    x = _input(module)
+    h0, c0 = _states(module)
+    expected = _run(_reference, module, x, h0, c0, None)
+    before = _fast_layers()
+    _poison_cuda_cache()
+    got = _run(_ours, module, x, h0, c0, None, upstream=expected[2])
+    assert _layers_since(before) == (3, 3)
+    _compare_runs("fast path vs cuDNN f64", mode, got, expected, *TOLERANCES[torch.float64])
+    # Dropout: the same seed gives the same masks on both paths.
+    results = []
+    for enable in (0, 1):
+        _fast_path(enable)
+        torch.manual_seed(77)
+        results.append(_run(_ours, module, x, h0, c0, None, upstream=expected[2],
+                            dropout=0.5))
+    _compare_runs("fast vs general path, dropout, f64", mode, results[1], results[0],
+                  *TOLERANCES[torch.float64])
+
+
+def test_fast_path_falls_back_for_projection(cuda_path):
+    torch.manual_seed(1102)
+    module = _module("LSTM", torch.float32, 2, True, False, True, PROJ_SIZE)
+    x = _input(module)
+    h0, c0 = _states(module)
+    general, fast, layers = _both_paths(module, x, h0, c0, _lengths(SEQ_LEN, BATCH))
+    assert layers == (0, 0), "LSTM with projection took the fast path"
+    _compare_runs("fallback vs general path", "LSTM-proj", fast, general, SAME_ROUNDING[
+        torch.float32], SAME_ROUNDING[torch.float32])
+
+
+def _fits(mode, bidirectional, dtype, hidden, backward):
+    """Whether one layer of hidden size `hidden` takes the fast path, in
+    forward or in backward."""
+    module = _module(mode, dtype, 1, bidirectional, False, True, 0, input_size=3,
+                     hidden_size=hidden)
+    x = _input(module, 2, 2).requires_grad_(backward)
+    _fast_path(1)
+    before = _fast_layers()
+    with torch.set_grad_enabled(backward):
+        output = _ours(module, x, None, None)[0]
+        if backward:
+            torch.autograd.grad(output.sum(), x)
+    return _layers_since(before)[1 if backward else 0] == 1
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("mode, bidirectional, dtype",
+                         [("LSTM", True, torch.float32), ("GRU", False, torch.bfloat16),
+                          ("RNN_TANH", True, torch.float64)],
+                         ids=["LSTM-bi-f32", "GRU-uni-bf16", "RNN_TANH-bi-f64"])
+def test_fast_path_fit_boundary_both_ways(cuda_path, mode, bidirectional, dtype, backward):
+    """The largest hidden size whose forward (backward) fits this GPU, found
+    by bisection, takes that pass's fast path, the next one falls back; both
+    give the general path's results, forward and backward, with lengths."""
+    torch.manual_seed(1103)
+    # 4096 is past the boundary of all three on an H100/H200 (about 900,
+    # 2000 and 1250 by the geometry chooser's arithmetic) and keeps the
+    # largest probe's weights near 0.5 GB.
+    low, high = 1, 4096
+    assert _fits(mode, bidirectional, dtype, low, backward), "H = 1 does not fit"
+    assert not _fits(mode, bidirectional, dtype, high, backward), f"H = {high} fits"
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _fits(mode, bidirectional, dtype, middle, backward):
+            low = middle
+        else:
+            high = middle
+    which = "backward" if backward else "forward"
+    REPORT.add(f"fit boundary ({which}): largest H of {mode}-"
+               f"{'bi' if bidirectional else 'uni'}-{DTYPE_IDS[dtype]}", str(low),
+               torch.tensor([float(low)]), torch.tensor([float(low)]))
+    for hidden, fits in ((low, True), (high, False)):
+        module = _module(mode, dtype, 1, bidirectional, False, True, 0, input_size=16,
+                         hidden_size=hidden)
+        x = _input(module, 4, 3)
+        h0, c0 = _states(module, 3)
+        general, fast, layers = _both_paths(module, x, h0, c0, _lengths(4, 3))
+        case = f"{mode}-H{hidden}-{DTYPE_IDS[dtype]}"
+        ran = layers[1 if backward else 0]
+        assert ran == (1 if fits else 0), f"{case}: {which} fast path ran {ran} layers"
+        bounds = (2e-2, 5e-2) if dtype == torch.bfloat16 else (1e-5, 1e-4)
+        _compare_paths(case, general, fast, dtype, bounds)
+
+
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("mode", MODES)
+def test_fast_path_matches_general_path_large(cuda_path, mode, dtype, with_lengths):
+    """T=23, B=67 (several batch tiles), I=65, H=300 (several units per
+    block), 2 layers, bidirectional."""
+    torch.manual_seed(1104)
+    module = _module(mode, dtype, 2, True, False, True, 0, input_size=65, hidden_size=300)
+    x = _input(module, 23, 67)
+    h0, c0 = _states(module, 67)
+    lengths = _lengths(23, 67) if with_lengths else None
+    general, fast, layers = _both_paths(module, x, h0, c0, lengths)
+    case = f"{mode}-{DTYPE_IDS[dtype]}-{'lengths' if with_lengths else 'full'}"
+    if torch.cuda.get_device_properties(0).multi_processor_count >= 100:
+        assert layers == (2, 2), f"{case}: the fast path ran {layers} of 2 layers (fwd, bwd)"
+    bounds = (1e-5, 1e-4) if dtype == torch.float32 else (2e-2, 5e-2)
+    if mode == "RNN_RELU":
+        bounds = (bounds[0], max(bounds[1], 1e-2 if dtype == torch.float32 else 0.25))
+    _compare_paths(case, general, fast, dtype, bounds)
+
+
+BENCH_SHAPES = {
+    # bench.py's rows that the fast path is meant for: (T, B, H, layers, bidirectional)
+    "small-batch": (200, 1, 256, 2, False),
+    "stacked-bi": (100, 32, 256, 2, True),
+    "deep": (100, 32, 256, 4, False),
+}
+
+
+@pytest.mark.parametrize("row", list(BENCH_SHAPES))
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+def test_fast_path_on_benchmark_shapes_against_cudnn(cuda_path, mode, row):
+    """The benchmark rows, float32, forward and backward, against cuDNN; on an
+    A100/H100-class GPU (>= 100 multiprocessors) every layer fits."""
+    torch.manual_seed(1105)
+    seq_len, batch, hidden, layers, bidirectional = BENCH_SHAPES[row]
+    module = _module(mode, torch.float32, layers, bidirectional, False, True, 0,
+                     input_size=hidden, hidden_size=hidden)
+    x = _input(module, seq_len, batch)
+    h0, c0 = _states(module, batch)
+    expected = _run(_reference, module, x, h0, c0, None)
+    _fast_path(1)
+    before = _fast_layers()
+    _poison_cuda_cache()
+    got = _run(_ours, module, x, h0, c0, None, upstream=expected[2])
+    ran = _layers_since(before)
+    case = f"{mode}-{row}"
+    if torch.cuda.get_device_properties(0).multi_processor_count >= 100:
+        assert ran == (layers, layers), \
+            f"{case}: the fast path ran {ran} of {layers} layers (fwd, bwd)"
+    for name, g, e in zip(["output", "hy", "cy"], got[0], expected[0]):
+        REPORT.add("fast path vs cuDNN, bench shapes, f32 forward", f"{case} {name}", g, e)
+        assert _norm_ratio(g, e) < 1e-5, f"{case}: {name}: {_norm_ratio(g, e):.3e}"
+    for name, g, e in zip(got[3], got[1], expected[1]):
+        REPORT.add("fast path vs cuDNN, bench shapes, f32 gradients", f"{case} grad of {name}",
+                   g, e)
+        assert _norm_ratio(g, e) < 1e-4, f"{case}: grad of {name}: {_norm_ratio(g, e):.3e}"

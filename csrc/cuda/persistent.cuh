@@ -1,0 +1,969 @@
+#pragma once
+
+// The persistent kernels of one layer (DESIGN.md §3 item 5, the first fast
+// paths): ONE cooperative launch runs every time step of both directions of
+// a layer's forward (or of its backward time loop), each block keeps its
+// slice of W_hh in shared memory for the whole sequence, and the grid
+// synchronises once per step.
+//
+// Why: the general path (cuda/rnn_cuda.cu) launches a batched GEMM and a
+// pointwise kernel per step and reads W_hh from L2/HBM every step; at small
+// batch a step is a few microseconds of launch latency and weight traffic
+// for a few thousand multiply-adds. Here a step costs one grid barrier, the
+// read of h_{t-1} (B*H values from L2) per block, and the math.
+//
+// Work split: block b of the grid serves direction d = b / blocks_per_dir
+// and the hidden units [j0, j0 + units) of it (`Slice`), i.e. ALL G gates
+// of those units, so that the cell update of a unit needs nothing from
+// another block. Its W_hh rows (G*units rows of H, gate-major: smem row
+// k*U + u is W_hh row k*H + j0 + u) are loaded once. Per step and per tile
+// of tile_rows batch rows:
+//   1. h_{t-1} of the tile's running rows -> shared memory (as acc_t),
+//   2. the recurrent pre-activations h_{t-1} W_hh^T of the block's rows:
+//      `team` consecutive lanes share one W row and kRowGroup batch rows,
+//      split the H products between them and add up with warp shuffles,
+//   3. the cell update (common/cell_math.h, the same as the general path's
+//      kernels in cuda/cell_kernels.cuh), writing gates, c_t (or GRU's
+//      W_hn h + b_hn), h_t into the layer output and into the next state
+//      buffer, exactly where the general path writes them: the reserve is
+//      the same, so the general backward runs on it unchanged.
+// then one grid.sync(). h_{t-1} and h_t live in two buffers (ping-pong), so
+// a block that still reads h_{t-1} never sees a neighbour's h_t: one
+// barrier per step is enough. Rows past a sequence's end (lengths) write
+// the zeros of the contract and copy their state into the next buffer.
+//
+// The per-block work is written as __host__ __device__ functions over an
+// `Exec` that runs one phase for all threads of a block and the barrier
+// between phases; on the GPU it is the block itself (cuda/persistent.cu),
+// and a host emulation can run the same functions with sequential loops
+// (its blocks one after another for each step, the grid barrier between
+// steps), which is how the index arithmetic was checked without a GPU.
+//
+// The backward (see BackwardParams below) has the same grid with W_hh's
+// columns on chip instead of its rows.
+//
+// Fits (see choose_geometry): no LSTM projection, and the W_hh slices of a
+// co-resident grid fit in shared memory. By the chooser's arithmetic for an
+// H100 (132 SMs, 227 KiB per block), the largest hidden sizes that fit,
+// forward / backward:
+//              one direction          two directions
+//   LSTM f32   1312 / 1112            924 / 848
+//   LSTM bf16  1792 / 1452            1280 / 1122
+//   GRU  f32   1452 / 1320            1056 / 990
+//   RNN  f32   2496 / 2496            1792 / 1792
+// Everything else takes the general path, per layer and per pass.
+
+#include "common/cell_math.h"
+#include "common/config.h"
+#include "common/layers.h"
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <c10/macros/Macros.h>
+#include <c10/util/irange.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <optional>
+#include <vector>
+
+// `#pragma unroll` for the device pass only (the host compiler warns).
+#ifdef __CUDA_ARCH__
+#define DEEPRNN_UNROLL _Pragma("unroll")
+#else
+#define DEEPRNN_UNROLL
+#endif
+
+namespace deeprnn {
+namespace cuda {
+namespace persistent {
+
+// Batch rows per team output: each lane keeps kRowGroup partial sums, so a
+// W value read from shared memory serves that many rows.
+constexpr int64_t kRowGroup = 4;
+// Largest tile of batch rows held in shared memory at once.
+constexpr int64_t kMaxTileRows = 32;
+constexpr int kThreads = 256;
+
+enum class Cell : int { LSTM = 0, GRU = 1, RNN_TANH = 2, RNN_RELU = 3 };
+
+// Which kernel a geometry is for. Both keep a slice of W_hh on chip and
+// compute a product of `rows` outputs of length `k` per batch row:
+//   forward:  rows = G*U (all gates of the block's units), k = H:
+//             h_{t-1} W_hh^T for the block's rows of W_hh;
+//   backward: rows = U (the block's units of dh), k = G*H:
+//             dG_t W_hh for the block's columns of W_hh.
+enum class Pass : int { Forward = 0, Backward = 1 };
+
+// How one layer is cut into blocks; chosen on the host.
+struct Geometry {
+  int64_t units = 0; // U: hidden units per block (the last one may have less)
+  int64_t blocks_per_direction = 0; // ceil(H / U)
+  int64_t rows = 0; // outputs of the on-chip product per batch row
+  int64_t k = 0; // length of each of them
+  int64_t tile_rows = 0; // batch rows per tile, a multiple of kRowGroup
+  int64_t team = 1; // lanes per W row (a power of 2, <= 32)
+  int64_t w_stride = 0; // elements between W rows in shared memory
+  int64_t h_stride = 0; // acc_t elements between vector rows in shared memory
+  int64_t threads = kThreads;
+  // Byte offsets in shared memory: results [tile_rows, rows] acc_t, the
+  // vector tile (h_{t-1} or dG_t) [tile_rows, h_stride] acc_t, and
+  // W [rows, w_stride] scalar_t.
+  int64_t pre_offset = 0, h_offset = 0, w_offset = 0, shared_bytes = 0;
+};
+
+inline int64_t round_up(int64_t value, int64_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
+
+// The layout of one block's shared memory for `units` per block.
+inline Geometry make_geometry(
+    Pass pass,
+    int64_t hidden,
+    int64_t gates,
+    int64_t batch,
+    int64_t units,
+    int64_t tile_rows,
+    int64_t scalar_size,
+    int64_t acc_size,
+    int64_t threads = kThreads) {
+  Geometry g;
+  g.units = units;
+  g.blocks_per_direction = (hidden + units - 1) / units;
+  g.rows = pass == Pass::Forward ? gates * units : units;
+  g.k = pass == Pass::Forward ? hidden : gates * hidden;
+  g.tile_rows = tile_rows;
+  g.threads = threads;
+  const int64_t groups = std::min(round_up(batch, kRowGroup), tile_rows) /
+      kRowGroup; // row groups of a full tile
+  // Lanes per output: enough outputs for every thread, at most a warp.
+  int64_t team = 1;
+  while (team < 32 && 2 * team * g.rows * groups <= threads) {
+    team *= 2;
+  }
+  g.team = team;
+  // Teams of a warp read `team` consecutive k of consecutive W rows; a row
+  // stride of `team` 4-byte words modulo 32 puts them in distinct banks.
+  const int64_t row_bytes = round_up(g.k * scalar_size, 128) +
+      (team % 32) * std::max<int64_t>(4, scalar_size);
+  g.w_stride = (row_bytes + scalar_size - 1) / scalar_size;
+  g.h_stride = g.k + 1;
+  g.pre_offset = 0;
+  g.h_offset = round_up(tile_rows * g.rows * acc_size, 16);
+  g.w_offset = g.h_offset + round_up(tile_rows * g.h_stride * acc_size, 16);
+  g.shared_bytes = g.w_offset + g.rows * g.w_stride * scalar_size;
+  return g;
+}
+
+// The geometry with the fewest units per block (most parallel) whose grid
+// is co-resident: at most one block per multiprocessor to start with (every
+// block reads all of h_{t-1} (or dG_t) each step, so fewer, fuller blocks
+// mean less L2 traffic and a cheaper barrier), more units per block where
+// that does not fit. `blocks_per_sm(shared_bytes)` is the occupancy of the
+// kernel; nullopt when nothing fits. `min_units` > 0 starts the search there
+// (fewer, fuller blocks: a tuning knob, see DEEPRNN_CUDA_FAST_PATH_UNITS).
+inline std::optional<Geometry> choose_geometry(
+    Pass pass,
+    int64_t hidden,
+    int64_t directions,
+    int64_t gates,
+    int64_t batch,
+    int64_t scalar_size,
+    int64_t acc_size,
+    int64_t sm_count,
+    int64_t max_shared_per_block,
+    const std::function<int64_t(int64_t)>& blocks_per_sm,
+    int64_t min_units = 0) {
+  if (hidden <= 0 || batch <= 0 || sm_count <= 0) {
+    return std::nullopt;
+  }
+  const int64_t first = std::min(
+      hidden,
+      std::max<int64_t>(
+          {int64_t{1},
+           (directions * hidden + sm_count - 1) / sm_count,
+           min_units}));
+  int64_t previous_blocks = -1;
+  for (int64_t units = first; units <= hidden; ++units) {
+    const int64_t blocks = directions * ((hidden + units - 1) / units);
+    if (blocks == previous_blocks) {
+      continue; // same grid, more shared memory: never better
+    }
+    previous_blocks = blocks;
+    auto make = [&](int64_t tile) {
+      return make_geometry(
+          pass, hidden, gates, batch, units, tile, scalar_size, acc_size);
+    };
+    int64_t tile = std::min(round_up(batch, kRowGroup), kMaxTileRows);
+    Geometry g = make(tile);
+    while (g.shared_bytes > max_shared_per_block && tile > kRowGroup) {
+      tile = std::max(kRowGroup, tile / 2);
+      g = make(tile);
+    }
+    if (g.shared_bytes > max_shared_per_block) {
+      return std::nullopt; // more units per block need even more
+    }
+    if (blocks_per_sm(g.shared_bytes) * sm_count >= blocks) {
+      return g;
+    }
+  }
+  return std::nullopt;
+}
+
+// Everything the kernel reads, as plain pointers (all contiguous).
+template <typename scalar_t>
+struct ForwardParams {
+  Cell cell = Cell::LSTM;
+  int64_t T = 0, B = 0, H = 0, D = 1, G = 1;
+  Geometry geo;
+  const scalar_t* w_hh = nullptr; // [D, G*H, H]
+  scalar_t* gates = nullptr; // [T, B, D*G*H] in: x W_ih^T; out: activations
+  const scalar_t* bias = nullptr; // [D, G*H] folded biases (input_bias)
+  const scalar_t* bias_hn = nullptr; // [D, H] GRU's b_hn
+  scalar_t* h_buffers = nullptr; // [2, D, B, H] h_{t-1} / h_t, ping-pong
+  scalar_t* c_state = nullptr; // [D, B, H] LSTM c, in place
+  scalar_t* c_saved = nullptr; // [T, B, D*H] LSTM c_t / GRU gh_n+b_hn, or null
+  scalar_t* y = nullptr; // [T, B, D*H] the layer output
+  const int64_t* active = nullptr; // [T + 1] rows running at t, or null
+};
+
+// The direction and hidden units one block serves.
+struct Slice {
+  int64_t d = 0, j0 = 0, units = 0;
+};
+
+template <typename Params>
+C10_HOST_DEVICE inline Slice slice_of(const Params& p, int64_t block) {
+  Slice s;
+  s.d = block / p.geo.blocks_per_direction;
+  s.j0 = (block % p.geo.blocks_per_direction) * p.geo.units;
+  s.units = p.H - s.j0 < p.geo.units ? p.H - s.j0 : p.geo.units;
+  return s;
+}
+
+// A load that another block's store (before the grid barrier) is certain to
+// reach: through L2, past the multiprocessor's own (incoherent) L1.
+template <typename T>
+C10_HOST_DEVICE inline T load_coherent(const T* address) {
+#ifdef __CUDA_ARCH__
+  T value;
+  if constexpr (sizeof(T) == 2) {
+    const unsigned short bits =
+        __ldcg(reinterpret_cast<const unsigned short*>(address));
+    memcpy(&value, &bits, 2);
+  } else if constexpr (sizeof(T) == 4) {
+    const unsigned int bits =
+        __ldcg(reinterpret_cast<const unsigned int*>(address));
+    memcpy(&value, &bits, 4);
+  } else {
+    static_assert(sizeof(T) == 8, "2, 4 or 8 bytes");
+    const unsigned long long bits =
+        __ldcg(reinterpret_cast<const unsigned long long*>(address));
+    memcpy(&value, &bits, 8);
+  }
+  return value;
+#else
+  return *address;
+#endif
+}
+
+template <typename scalar_t>
+struct Shared {
+  using acc_t = at::opmath_type<scalar_t>;
+  // Forward: rows = G*U, k = H; backward: rows = U, k = G*H (Geometry).
+  acc_t* pre; // [tile_rows, rows] the products (h_{t-1} W_hh^T, dG_t W_hh)
+  acc_t* h; // [tile_rows, h_stride] the tile's vectors (h_{t-1}, dG_t)
+  scalar_t* w; // [rows, w_stride] the block's slice of W_hh (or W_hh^T)
+
+  C10_HOST_DEVICE Shared(const Geometry& geo, unsigned char* base)
+      : pre(reinterpret_cast<acc_t*>(base + geo.pre_offset)),
+        h(reinterpret_cast<acc_t*>(base + geo.h_offset)),
+        w(reinterpret_cast<scalar_t*>(base + geo.w_offset)) {}
+};
+
+// Phase 0 (once): the block's W_hh rows into shared memory; the rows of
+// units past H (last block of a direction) are zeros.
+template <typename scalar_t>
+C10_HOST_DEVICE inline void load_weights(
+    const ForwardParams<scalar_t>& p,
+    const Slice& s,
+    const Shared<scalar_t>& sh,
+    int64_t thread,
+    int64_t threads) {
+  const int64_t U = p.geo.units, H = p.H;
+  const int64_t total = p.G * U * H;
+  for (int64_t index = thread; index < total; index += threads) {
+    const int64_t row = index / H, k = index % H;
+    const int64_t gate = row / U, u = row % U;
+    sh.w[row * p.geo.w_stride + k] = u < s.units
+        ? p.w_hh[(s.d * p.G * H + gate * H + s.j0 + u) * H + k]
+        : scalar_t(0);
+  }
+}
+
+// Where step `step` of a block reads and writes.
+struct StepPlace {
+  int64_t t = 0; // time index of this direction's step
+  int64_t rows = 0; // rows running at t
+  int64_t prev = 0, next = 0; // element offsets of h_{t-1} / h_t [B, H]
+};
+
+template <typename scalar_t>
+C10_HOST_DEVICE inline StepPlace step_place(
+    const ForwardParams<scalar_t>& p,
+    const Slice& s,
+    int64_t step) {
+  StepPlace place;
+  place.t = s.d == 0 ? step : p.T - 1 - step;
+  place.rows = p.active != nullptr ? p.active[place.t] : p.B;
+  place.prev = ((step & 1) * p.D + s.d) * p.B * p.H;
+  place.next = (((step + 1) & 1) * p.D + s.d) * p.B * p.H;
+  return place;
+}
+
+// Phase 1: h_{t-1} of the tile's running rows [b0, b0 + running) into
+// shared memory.
+template <typename scalar_t>
+C10_HOST_DEVICE inline void load_hidden_tile(
+    const ForwardParams<scalar_t>& p,
+    const StepPlace& place,
+    const Shared<scalar_t>& sh,
+    int64_t b0,
+    int64_t running,
+    int64_t thread,
+    int64_t threads) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t H = p.H;
+  const scalar_t* h_prev = p.h_buffers + place.prev + b0 * H;
+  for (int64_t index = thread; index < running * H; index += threads) {
+    const int64_t b = index / H, k = index % H;
+    sh.h[b * p.geo.h_stride + k] = acc_t(load_coherent(h_prev + index));
+  }
+}
+
+// Phase 2: output o of the tile (W row o % rows, row group o / rows); the
+// same for both passes.
+C10_HOST_DEVICE inline int64_t dot_outputs(
+    const Geometry& geo,
+    int64_t running) {
+  return geo.rows * ((running + kRowGroup - 1) / kRowGroup);
+}
+
+// Lane `lane` of the team of output o: its share of the kRowGroup dot
+// products (k = lane, lane + team, ...).
+template <typename scalar_t>
+C10_HOST_DEVICE inline void dot_partial(
+    const Geometry& geo,
+    const Shared<scalar_t>& sh,
+    int64_t o,
+    int64_t lane,
+    at::opmath_type<scalar_t> (&sum)[kRowGroup]) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* w = sh.w + (o % geo.rows) * geo.w_stride;
+  const acc_t* h = sh.h + (o / geo.rows) * kRowGroup * geo.h_stride;
+  const int64_t hs = geo.h_stride;
+  for (int64_t k = lane; k < geo.k; k += geo.team) {
+    const acc_t wk = acc_t(w[k]);
+    DEEPRNN_UNROLL
+    for (int i = 0; i < kRowGroup; ++i) {
+      sum[i] += wk * h[i * hs + k];
+    }
+  }
+}
+
+// The team's total of output o, kept for the running rows of its group.
+template <typename scalar_t>
+C10_HOST_DEVICE inline void dot_store(
+    const Geometry& geo,
+    const Shared<scalar_t>& sh,
+    int64_t o,
+    int64_t running,
+    const at::opmath_type<scalar_t> (&sum)[kRowGroup]) {
+  const int64_t row = o % geo.rows, first = (o / geo.rows) * kRowGroup;
+  DEEPRNN_UNROLL
+  for (int i = 0; i < kRowGroup; ++i) {
+    if (first + i < running) {
+      sh.pre[(first + i) * geo.rows + row] = sum[i];
+    }
+  }
+}
+
+// Phase 3: the cell update of unit u of batch row b0 + bl.
+template <typename scalar_t>
+C10_HOST_DEVICE inline void cell_update(
+    const ForwardParams<scalar_t>& p,
+    const Slice& s,
+    const StepPlace& place,
+    const Shared<scalar_t>& sh,
+    int64_t b0,
+    int64_t bl,
+    int64_t u,
+    bool running) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t H = p.H, D = p.D, G = p.G, U = p.geo.units;
+  const int64_t b = b0 + bl, j = s.j0 + u, t = place.t;
+  const int64_t out = (t * p.B + b) * D * H + s.d * H + j; // [T, B, D*H]
+  const int64_t state = b * H + j; // within h_prev / h_next
+  scalar_t* h_next = p.h_buffers + place.next;
+  const scalar_t* h_prev = p.h_buffers + place.prev;
+  if (!running) {
+    // Past the end (or, reverse, not yet started): zeros out, state kept.
+    p.y[out] = scalar_t(0);
+    if (p.c_saved != nullptr) {
+      p.c_saved[out] = scalar_t(0);
+    }
+    h_next[state] = load_coherent(h_prev + state);
+    return;
+  }
+  scalar_t* g = p.gates + (t * p.B + b) * D * G * H + s.d * G * H;
+  const scalar_t* bias = p.bias + s.d * G * H;
+  // h_{t-1} W_hh^T of gate k, rounded to scalar_t as the general path's
+  // GEMM output is (a no-op for float and double): both paths then add the
+  // same numbers, so that a half-type ReLU or gate near its switching point
+  // falls on the same side in both.
+  const acc_t* products = sh.pre + bl * G * U + u;
+  auto pre = [&](int64_t k) { return acc_t(scalar_t(products[k * U])); };
+  switch (p.cell) {
+    case Cell::LSTM: {
+      scalar_t* c = p.c_state + s.d * p.B * H + state;
+      const auto r = cell::lstm_forward<acc_t>(
+          acc_t(g[j]) + pre(0) + acc_t(bias[j]),
+          acc_t(g[H + j]) + pre(1) + acc_t(bias[H + j]),
+          acc_t(g[2 * H + j]) + pre(2) + acc_t(bias[2 * H + j]),
+          acc_t(g[3 * H + j]) + pre(3) + acc_t(bias[3 * H + j]),
+          acc_t(*c));
+      g[j] = r.i;
+      g[H + j] = r.f;
+      g[2 * H + j] = r.g;
+      g[3 * H + j] = r.o;
+      *c = r.c;
+      if (p.c_saved != nullptr) {
+        p.c_saved[out] = r.c;
+      }
+      p.y[out] = r.h;
+      h_next[state] = r.h;
+      break;
+    }
+    case Cell::GRU: {
+      const auto r = cell::gru_forward<acc_t>(
+          acc_t(g[j]) + acc_t(bias[j]),
+          acc_t(g[H + j]) + acc_t(bias[H + j]),
+          acc_t(g[2 * H + j]) + acc_t(bias[2 * H + j]),
+          pre(0),
+          pre(1),
+          pre(2),
+          acc_t(p.bias_hn[s.d * H + j]),
+          acc_t(load_coherent(h_prev + state)));
+      g[j] = r.r;
+      g[H + j] = r.z;
+      g[2 * H + j] = r.n;
+      if (p.c_saved != nullptr) {
+        p.c_saved[out] = r.hn;
+      }
+      p.y[out] = r.h;
+      h_next[state] = r.h;
+      break;
+    }
+    case Cell::RNN_TANH:
+    case Cell::RNN_RELU: {
+      const acc_t h = cell::rnn_forward<acc_t>(
+          acc_t(g[j]) + pre(0) + acc_t(bias[j]), p.cell == Cell::RNN_RELU);
+      p.y[out] = h;
+      h_next[state] = h;
+      break;
+    }
+  }
+}
+
+// One step of one block: every tile of batch rows, phases 1-3. `exec`
+// provides for_threads(f) (f(thread, threads) on each thread of the block),
+// sync() (the block barrier) and dot(p, sh, running) (phase 2).
+template <typename scalar_t, typename Exec>
+C10_HOST_DEVICE inline void forward_step(
+    const ForwardParams<scalar_t>& p,
+    const Slice& s,
+    const Shared<scalar_t>& sh,
+    int64_t step,
+    Exec& exec) {
+  const StepPlace place = step_place(p, s, step);
+  const int64_t tile = p.geo.tile_rows;
+  for (int64_t b0 = 0; b0 < p.B; b0 += tile) {
+    const int64_t rows = p.B - b0 < tile ? p.B - b0 : tile;
+    const int64_t running = place.rows <= b0
+        ? 0
+        : (place.rows - b0 < rows ? place.rows - b0 : rows);
+    if (running > 0) {
+      exec.for_threads([&](int64_t thread, int64_t threads) {
+        load_hidden_tile(p, place, sh, b0, running, thread, threads);
+      });
+      exec.sync();
+      exec.dot(p.geo, sh, running);
+      exec.sync();
+    }
+    exec.for_threads([&](int64_t thread, int64_t threads) {
+      for (int64_t index = thread; index < rows * s.units; index += threads) {
+        const int64_t bl = index / s.units, u = index % s.units;
+        cell_update(p, s, place, sh, b0, bl, u, bl < running);
+      }
+    });
+    // The next tile overwrites the shared h and pre-activations.
+    exec.sync();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backward: the time loop of the general backward (cuda/rnn_cuda.cu,
+// backward_layer) in one cooperative launch. Block (d, units [j0, j0+U))
+// keeps the columns j0.. of W_hh (as rows of W_hh^T: [U, G*H]) on chip and
+// per step
+//   A. runs the pointwise backward of its own units for every batch row
+//      (the general path's lstm/gru/rnn_backward_step, same formulas, same
+//      writes: dG_x, GRU's dG_h, the cell gradient, the carry of dh), then
+//   -- grid.sync(): all of dG_t is in global memory --
+//   B. adds dG_t W_hh[:, own units] to the carry of its own units, for the
+//      running rows (the rows past their end have dG = 0 and keep their
+//      carry, as the general path's GEMM leaves them).
+// B of step s and A of step s+1 touch only the block's own units (and dG of
+// another time step), so one grid barrier per step is enough. The weight
+// gradients and dx stay the general path's GEMMs after the loop.
+
+template <typename scalar_t>
+struct BackwardParams {
+  Cell cell = Cell::LSTM;
+  int64_t T = 0, B = 0, H = 0, D = 1, G = 1;
+  Geometry geo;
+  const scalar_t* w_hh = nullptr; // [D, G*H, H]
+  const scalar_t* gates = nullptr; // [T, B, D*G*H] activations
+  const scalar_t* cells = nullptr; // [T, B, D*H] LSTM c_t / GRU gh_n + b_hn
+  const scalar_t* y = nullptr; // [T, B, D*H] h_t
+  const scalar_t* h_initial = nullptr; // [D, B, H] h0 of the layer (GRU)
+  const scalar_t* c_initial = nullptr; // [D, B, H] c0 of the layer (LSTM)
+  const scalar_t* dy = nullptr; // [T, B, D*H]
+  scalar_t* dh_carry = nullptr; // [D, B, H] in: dhy; out: dhx
+  scalar_t* dc = nullptr; // [D, B, H] in: dcy; out: dcx (LSTM)
+  scalar_t* dgates_x = nullptr; // [T, B, D*G*H]
+  scalar_t* dgates_h = nullptr; // [T, B, D*G*H] GRU; dgates_x otherwise
+  const int64_t* active = nullptr; // [T + 1] or null
+};
+
+// Phase 0 (once): columns j0.. of W_hh as rows of shared memory, row u =
+// W_hh[:, j0 + u] (zeros past H).
+template <typename scalar_t>
+C10_HOST_DEVICE inline void load_weights_transposed(
+    const BackwardParams<scalar_t>& p,
+    const Slice& s,
+    const Shared<scalar_t>& sh,
+    int64_t thread,
+    int64_t threads) {
+  const int64_t U = p.geo.units, H = p.H, K = p.G * p.H;
+  for (int64_t index = thread; index < U * K; index += threads) {
+    const int64_t k = index / U, u = index % U; // reads along a row of W_hh
+    sh.w[u * p.geo.w_stride + k] =
+        u < s.units ? p.w_hh[(s.d * K + k) * H + s.j0 + u] : scalar_t(0);
+  }
+}
+
+// Where backward step `step` of direction d works (it visits the steps in
+// the opposite order of forward).
+struct BackwardPlace {
+  int64_t t = 0; // time index
+  int64_t t_prev = 0; // the step whose state t resumed from in forward
+  int64_t rows = 0; // rows running at t
+  int64_t resumed = 0; // rows [0, resumed) read t_prev's state, the others h0
+};
+
+template <typename scalar_t>
+C10_HOST_DEVICE inline BackwardPlace backward_place(
+    const BackwardParams<scalar_t>& p,
+    const Slice& s,
+    int64_t step) {
+  BackwardPlace place;
+  place.t = s.d == 0 ? p.T - 1 - step : step;
+  const bool first_in_forward = s.d == 0 ? place.t == 0 : place.t == p.T - 1;
+  place.t_prev = s.d == 0 ? place.t - 1 : place.t + 1;
+  auto active = [&](int64_t t) {
+    return p.active != nullptr ? p.active[t] : p.B;
+  };
+  place.rows = active(place.t);
+  if (first_in_forward) {
+    place.resumed = 0;
+  } else {
+    const int64_t previous = active(place.t_prev);
+    place.resumed = place.rows < previous ? place.rows : previous;
+  }
+  return place;
+}
+
+// Phase A: the pointwise backward of unit u of batch row b.
+template <typename scalar_t>
+C10_HOST_DEVICE inline void cell_backward(
+    const BackwardParams<scalar_t>& p,
+    const Slice& s,
+    const BackwardPlace& place,
+    int64_t b,
+    int64_t u) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t H = p.H, D = p.D, G = p.G, B = p.B;
+  const int64_t j = s.j0 + u, t = place.t;
+  const int64_t at_t = (t * B + b) * D * H + s.d * H + j; // [T, B, D*H]
+  const int64_t gate = (t * B + b) * D * G * H + s.d * G * H + j;
+  const int64_t state = (s.d * B + b) * H + j; // [D, B, H]
+  scalar_t* dgx = p.dgates_x + gate;
+  scalar_t* dgh = p.dgates_h + gate;
+  if (b >= place.rows) {
+    // Past the end: zero gradients, the carries stay.
+    for (int64_t k = 0; k < G; ++k) {
+      dgx[k * H] = scalar_t(0);
+      dgh[k * H] = scalar_t(0);
+    }
+    return;
+  }
+  const bool resumed = b < place.resumed;
+  const int64_t at_prev = (place.t_prev * B + b) * D * H + s.d * H + j;
+  scalar_t* carry = p.dh_carry + state;
+  const acc_t dh = acc_t(p.dy[at_t]) + acc_t(*carry);
+  const scalar_t* g = p.gates + gate;
+  switch (p.cell) {
+    case Cell::LSTM: {
+      const acc_t c_prev =
+          resumed ? acc_t(p.cells[at_prev]) : acc_t(p.c_initial[state]);
+      scalar_t* dc = p.dc + state;
+      const auto r = cell::lstm_backward<acc_t>(
+          g[0],
+          g[H],
+          g[2 * H],
+          g[3 * H],
+          p.cells[at_t],
+          c_prev,
+          dh,
+          acc_t(*dc));
+      dgx[0] = r.di;
+      dgx[H] = r.df;
+      dgx[2 * H] = r.dg;
+      dgx[3 * H] = r.do_;
+      *dc = r.dc_prev;
+      *carry = scalar_t(0); // phase B adds dG W_hh
+      break;
+    }
+    case Cell::GRU: {
+      const acc_t h_prev =
+          resumed ? acc_t(p.y[at_prev]) : acc_t(p.h_initial[state]);
+      const auto r = cell::gru_backward<acc_t>(
+          g[0], g[H], g[2 * H], p.cells[at_t], h_prev, dh);
+      dgx[0] = r.dr;
+      dgx[H] = r.dz;
+      dgx[2 * H] = r.dn_x;
+      dgh[0] = r.dr;
+      dgh[H] = r.dz;
+      dgh[2 * H] = r.dn_h;
+      *carry = r.dh_prev; // z * dh; phase B adds dG_h W_hh
+      break;
+    }
+    case Cell::RNN_TANH:
+    case Cell::RNN_RELU: {
+      dgx[0] = cell::rnn_backward<acc_t>(
+          acc_t(p.y[at_t]), dh, p.cell == Cell::RNN_RELU);
+      *carry = scalar_t(0);
+      break;
+    }
+  }
+}
+
+// Phase B for the running rows [b0, b0 + running): dG_t of those rows (all
+// gates, this direction) into shared memory.
+template <typename scalar_t>
+C10_HOST_DEVICE inline void load_dgates_tile(
+    const BackwardParams<scalar_t>& p,
+    const Slice& s,
+    const BackwardPlace& place,
+    const Shared<scalar_t>& sh,
+    int64_t b0,
+    int64_t running,
+    int64_t thread,
+    int64_t threads) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t K = p.G * p.H;
+  for (int64_t index = thread; index < running * K; index += threads) {
+    const int64_t bl = index / K, k = index % K;
+    const int64_t at = ((place.t * p.B + b0 + bl) * p.D + s.d) * K + k;
+    sh.h[bl * p.geo.h_stride + k] = acc_t(load_coherent(p.dgates_h + at));
+  }
+}
+
+// Phase A of one backward step of one block (all batch rows, own units).
+// `exec` as for forward_step.
+template <typename scalar_t, typename Exec>
+C10_HOST_DEVICE inline void backward_step_pointwise(
+    const BackwardParams<scalar_t>& p,
+    const Slice& s,
+    int64_t step,
+    Exec& exec) {
+  const BackwardPlace place = backward_place(p, s, step);
+  exec.for_threads([&](int64_t thread, int64_t threads) {
+    for (int64_t index = thread; index < p.B * s.units; index += threads) {
+      cell_backward(p, s, place, index / s.units, index % s.units);
+    }
+  });
+}
+
+// Phase B of one backward step of one block, after the grid barrier: the
+// carry of own units += dG_t W_hh[:, own units] for the running rows.
+template <typename scalar_t, typename Exec>
+C10_HOST_DEVICE inline void backward_step_product(
+    const BackwardParams<scalar_t>& p,
+    const Slice& s,
+    const Shared<scalar_t>& sh,
+    int64_t step,
+    Exec& exec) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const BackwardPlace place = backward_place(p, s, step);
+  const int64_t tile = p.geo.tile_rows;
+  for (int64_t b0 = 0; b0 < place.rows; b0 += tile) {
+    const int64_t running = place.rows - b0 < tile ? place.rows - b0 : tile;
+    exec.for_threads([&](int64_t thread, int64_t threads) {
+      load_dgates_tile(p, s, place, sh, b0, running, thread, threads);
+    });
+    exec.sync();
+    exec.dot(p.geo, sh, running);
+    exec.sync();
+    exec.for_threads([&](int64_t thread, int64_t threads) {
+      for (int64_t index = thread; index < running * s.units;
+           index += threads) {
+        const int64_t bl = index / s.units, u = index % s.units;
+        scalar_t* carry = p.dh_carry + (s.d * p.B + b0 + bl) * p.H + s.j0 + u;
+        *carry = acc_t(*carry) + sh.pre[bl * p.geo.rows + u];
+      }
+    });
+    // The next tile overwrites the shared tiles; the next step's phase A
+    // reads the carries.
+    exec.sync();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Host side: the layer around the kernel, for any `launch(params)` (the
+// cooperative launch in cuda/persistent.cu, or a host emulation), which
+// returns false when the kernel could not be launched; the host function
+// then returns false too, having left the outputs unwritten, and the caller
+// takes the general path.
+
+inline Cell cell_of(Mode mode) {
+  switch (mode) {
+    case Mode::LSTM:
+      return Cell::LSTM;
+    case Mode::GRU:
+      return Cell::GRU;
+    case Mode::RNN_TANH:
+      return Cell::RNN_TANH;
+    case Mode::RNN_RELU:
+      break;
+  }
+  return Cell::RNN_RELU;
+}
+
+// [D, G*H, H]: W_hh of both directions, contiguous.
+inline at::Tensor stacked_w_hh(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer) {
+  if (cfg.num_directions == 1) {
+    return cells[layer].w_hh.unsqueeze(0).contiguous();
+  }
+  return at::stack({cells[2 * layer].w_hh, cells[2 * layer + 1].w_hh});
+}
+
+// [T + 1] rows running at each step on the device of `opts`, or undefined.
+inline at::Tensor active_rows(
+    const LengthsPlan* plan,
+    const at::TensorOptions& opts) {
+  if (plan == nullptr) {
+    return at::Tensor();
+  }
+  at::Tensor active =
+      at::tensor(plan->active, at::TensorOptions().dtype(at::kLong));
+  if (opts.device().is_cuda()) {
+    // From pinned memory the copy is queued on the stream without waiting
+    // for it (the general path reads the plan on the host only).
+    active = active.pin_memory().to(opts.device(), /*non_blocking=*/true);
+  }
+  return active;
+}
+
+template <typename scalar_t, typename Launch>
+bool forward_layer(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const at::Tensor& layer_input, // [T, B, I_l]
+    const at::Tensor& h0, // [L*D, B, H]
+    const at::Tensor& c0, // [L*D, B, H] (LSTM)
+    const LayerReserve& saved, // pieces of the reserve, or undefined
+    const at::Tensor& y, // [T, B, D*H] out
+    const at::Tensor& hy, // [L*D, B, H] out
+    const at::Tensor& cy, // [L*D, B, H] out (LSTM)
+    const LengthsPlan* plan, // null without lengths
+    const Geometry& geo,
+    const Launch& launch) {
+  const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
+  const int64_t H = cfg.hidden_size, G = cfg.gates;
+  const auto opts = layer_input.options();
+  const bool lstm = cfg.mode == Mode::LSTM;
+  TORCH_INTERNAL_ASSERT(!cfg.has_proj && y.is_contiguous());
+
+  // The input projection of every step and both directions in one GEMM, as
+  // on the general path (and into the same place: the reserve's gates).
+  at::Tensor gates =
+      saved.gates.defined() ? saved.gates : at::empty({T, B, D * G * H}, opts);
+  {
+    at::Tensor gates_2d = gates.view({T * B, D * G * H});
+    at::mm_out(
+        gates_2d,
+        layer_input.reshape({T * B, layer_input.size(2)}),
+        stacked_input_weights(cfg, cells, layer).t());
+  }
+  const at::Tensor bias_x = input_bias(cfg, cells, layer, opts).contiguous();
+  const at::Tensor bias_hn = cfg.mode == Mode::GRU
+      ? recurrent_bias(cfg, cells, layer, opts).contiguous()
+      : at::Tensor();
+  const at::Tensor w_hh = stacked_w_hh(cfg, cells, layer);
+  at::Tensor h_buffers = at::empty({2, D, B, H}, opts);
+  h_buffers.select(0, 0).copy_(h0.narrow(0, layer * D, D));
+  at::Tensor c_state = lstm
+      ? c0.narrow(0, layer * D, D).clone(at::MemoryFormat::Contiguous)
+      : at::Tensor();
+  const at::Tensor active = active_rows(plan, opts);
+  at::Tensor c_saved = saved.cells;
+  TORCH_INTERNAL_ASSERT(!c_saved.defined() || c_saved.is_contiguous());
+
+  ForwardParams<scalar_t> p;
+  p.cell = cell_of(cfg.mode);
+  p.T = T;
+  p.B = B;
+  p.H = H;
+  p.D = D;
+  p.G = G;
+  p.geo = geo;
+  p.w_hh = w_hh.data_ptr<scalar_t>();
+  p.gates = gates.data_ptr<scalar_t>();
+  p.bias = bias_x.data_ptr<scalar_t>();
+  p.bias_hn = bias_hn.defined() ? bias_hn.data_ptr<scalar_t>() : nullptr;
+  p.h_buffers = h_buffers.data_ptr<scalar_t>();
+  p.c_state = lstm ? c_state.data_ptr<scalar_t>() : nullptr;
+  p.c_saved = c_saved.defined() ? c_saved.data_ptr<scalar_t>() : nullptr;
+  p.y = y.data_ptr<scalar_t>();
+  p.active = active.defined() ? active.data_ptr<int64_t>() : nullptr;
+  if (!launch(p)) {
+    return false;
+  }
+  hy.narrow(0, layer * D, D).copy_(h_buffers.select(0, T & 1));
+  if (lstm) {
+    cy.narrow(0, layer * D, D).copy_(c_state);
+  }
+  return true;
+}
+
+// The time loop of backward_layer (cuda/rnn_cuda.cu) for any
+// `launch(params)`: fills dgates_x (and GRU's dgates_h) for every step and
+// leaves dhx (dcx) in dh_carry (dc_carry), as the general loop does.
+template <typename scalar_t, typename Launch>
+bool backward_loop(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const at::Tensor& y, // [T, B, D*H] the layer's output
+    const at::Tensor& h0, // [L*D, B, H]
+    const at::Tensor& c0, // [L*D, B, H] (LSTM)
+    const LayerReserve& saved,
+    const at::Tensor& dy, // [T, B, D*H]
+    const at::Tensor& dgates_x, // [T, B, D*G*H] out
+    const at::Tensor& dgates_h, // [T, B, D*G*H] out (GRU; else dgates_x)
+    const at::Tensor& dh_carry, // [D, B, H] in: dhy; out: dhx
+    const at::Tensor& dc_carry, // [D, B, H] in: dcy; out: dcx (LSTM)
+    const LengthsPlan* plan, // null without lengths
+    const Geometry& geo,
+    const Launch& launch) {
+  const int64_t D = cfg.num_directions;
+  const auto opts = y.options();
+  const bool lstm = cfg.mode == Mode::LSTM;
+  const at::Tensor w_hh = stacked_w_hh(cfg, cells, layer);
+  const at::Tensor h_initial = h0.narrow(0, layer * D, D).contiguous();
+  const at::Tensor c_initial =
+      lstm ? c0.narrow(0, layer * D, D).contiguous() : at::Tensor();
+  const at::Tensor active = active_rows(plan, opts);
+
+  BackwardParams<scalar_t> p;
+  p.cell = cell_of(cfg.mode);
+  p.T = cfg.seq_len;
+  p.B = cfg.batch;
+  p.H = cfg.hidden_size;
+  p.D = D;
+  p.G = cfg.gates;
+  p.geo = geo;
+  p.w_hh = w_hh.data_ptr<scalar_t>();
+  p.gates = saved.gates.defined() ? saved.gates.data_ptr<scalar_t>() : nullptr;
+  p.cells = saved.cells.defined() ? saved.cells.data_ptr<scalar_t>() : nullptr;
+  p.y = y.data_ptr<scalar_t>();
+  p.h_initial = h_initial.data_ptr<scalar_t>();
+  p.c_initial = lstm ? c_initial.data_ptr<scalar_t>() : nullptr;
+  p.dy = dy.data_ptr<scalar_t>();
+  p.dh_carry = dh_carry.data_ptr<scalar_t>();
+  p.dc = lstm ? dc_carry.data_ptr<scalar_t>() : nullptr;
+  p.dgates_x = dgates_x.data_ptr<scalar_t>();
+  p.dgates_h = dgates_h.data_ptr<scalar_t>();
+  p.active = active.defined() ? active.data_ptr<int64_t>() : nullptr;
+  return launch(p);
+}
+
+} // namespace persistent
+
+// ---------------------------------------------------------------------------
+// Entry points (cuda/persistent.cu)
+
+// The process-wide switch of the CUDA fast paths: the private operator
+// deeprnn::_cuda_fast_path (ops/schemas.cpp), whose initial value comes from
+// the environment variable DEEPRNN_CUDA_FAST_PATH (unset or 0: off, 1: on
+// where it fits). Off by default until the fast path is verified on a GPU.
+bool fast_path_enabled();
+
+// Runs layer `layer`'s forward with the persistent kernel and returns true
+// when the switch is on and the layer fits it; returns false, having done
+// nothing, otherwise (the caller then takes the general path).
+template <typename scalar_t>
+bool try_persistent_forward_layer(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const at::Tensor& layer_input,
+    const at::Tensor& h0,
+    const at::Tensor& c0,
+    const LayerReserve& saved,
+    const at::Tensor& y,
+    const at::Tensor& hy,
+    const at::Tensor& cy,
+    const LengthsPlan* plan);
+
+// The time loop of layer `layer`'s backward with the persistent backward
+// kernel: returns true, having filled dgates_x (dgates_h) and the carries,
+// when the switch is on and the layer fits; false, having done nothing,
+// otherwise (the caller then runs the general loop). All tensors as in
+// persistent::backward_loop.
+template <typename scalar_t>
+bool try_persistent_backward_loop(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const at::Tensor& y,
+    const at::Tensor& h0,
+    const at::Tensor& c0,
+    const LayerReserve& saved,
+    const at::Tensor& dy,
+    const at::Tensor& dgates_x,
+    const at::Tensor& dgates_h,
+    const at::Tensor& dh_carry,
+    const at::Tensor& dc_carry,
+    const LengthsPlan* plan);
+
+} // namespace cuda
+} // namespace deeprnn
