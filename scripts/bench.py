@@ -36,9 +36,16 @@ measured with ``torch.autograd.graph.saved_tensors_hooks``: the bytes of the
 distinct storages saved for backward, not counting the storages of the
 parameters and of the input (they exist anyway).
 
+On a GPU (``--device cuda``) the times are CUDA events around each run on
+the current stream, the grid adds the GPU-only row ``large``, and TF32 is
+set the same on both sides (``--tf32``, default off: IEEE float32) and
+printed; ``--dtype float32,bfloat16`` runs each row in both dtypes (a dtype
+column then joins the table). ``scripts/gpu_check.sh`` runs that grid.
+
 Examples::
 
     .venv/bin/python scripts/bench.py                       # full grid
+    .venv/bin/python scripts/bench.py --device cuda --dtype float32,bfloat16
     .venv/bin/python scripts/bench.py --quick --rows small-batch,long --modes gru
     .venv/bin/python scripts/bench.py --threads 1 --dtype float64
     .venv/bin/python scripts/bench.py --lengths spread   # variable lengths
@@ -73,12 +80,14 @@ class Row:
     hidden_size: int
     num_layers: int
     bidirectional: bool = False
+    gpu_only: bool = False  # too large for a CPU run of the grid
 
     def describe(self) -> str:
         return (
             f"T={self.seq_len} B={self.batch} I={self.input_size} "
             f"H={self.hidden_size} L={self.num_layers}"
             + (" bidirectional" if self.bidirectional else "")
+            + (", GPU only" if self.gpu_only else "")
         )
 
 
@@ -90,6 +99,8 @@ ROWS = {
         Row("deep", 100, 32, 256, 256, 4),
         Row("small-batch", 200, 1, 256, 256, 2),
         Row("long", 1000, 16, 128, 128, 1),
+        Row("large", 256, 128, 1024, 1024, 2, bidirectional=True,
+            gpu_only=True),
     ]
 }
 
@@ -427,12 +438,22 @@ def time_pass(pass_name, torch_side, deeprnn_side, row, dtype, device,
         x = new_input(row, dtype, device, requires_grad=training,
                       lengths_mode=lengths_mode)
         synchronize(device)
+        if device.type == "cuda":
+            # CUDA events on the current stream: the GPU's own time between
+            # the two marks, without the host's launch jitter at the ends.
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            result = side.training(x) if training else side.inference(x)
+            end.record()
+            end.synchronize()
+            del result
+            return start.elapsed_time(end)
         start = time.perf_counter()
         if training:
             result = side.training(x)
         else:
             result = side.inference(x)
-        synchronize(device)
         elapsed = time.perf_counter() - start
         del result
         return elapsed * 1000.0
@@ -452,18 +473,23 @@ def time_pass(pass_name, torch_side, deeprnn_side, row, dtype, device,
 
 
 def markdown_table(results) -> str:
+    """The table; with more than one dtype in `results`, a dtype column."""
+    with_dtype = len({r["dtype"] for r in results}) > 1
     lines = [
-        "| row | mode | pass | torch.nn ms | deeprnn ms | ratio "
+        "| row | " + ("dtype | " if with_dtype else "")
+        + "mode | pass | torch.nn ms | deeprnn ms | ratio "
         "| saved MiB torch | saved MiB deeprnn |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "|---|" + ("---|" if with_dtype else "")
+        + "---|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         saved_torch = saved_deeprnn = "-"
         if r["pass"] == "training":
             saved_torch = f"{r['saved']['torch.nn']['saved_bytes'] / MIB:.1f}"
             saved_deeprnn = f"{r['saved']['deeprnn']['saved_bytes'] / MIB:.1f}"
+        dtype_cell = f"{r['dtype']} | " if with_dtype else ""
         lines.append(
-            f"| {r['row']} | {r['mode']} | {r['pass']} "
+            f"| {r['row']} | {dtype_cell}{r['mode']} | {r['pass']} "
             f"| {r['median_ms']['torch.nn']:.2f} "
             f"| {r['median_ms']['deeprnn']:.2f} "
             f"| {r['ratio']:.2f} | {saved_torch} | {saved_deeprnn} |"
@@ -516,6 +542,13 @@ def write_png(path, results, title):
 # --------------------------------------------------------------------------
 
 
+def default_rows(device_type: str):
+    """The rows a run on `device_type` gets when --rows is not given: all of
+    them on CUDA, all but the GPU-only ones on the CPU."""
+    return [name for name, row in ROWS.items()
+            if device_type == "cuda" or not row.gpu_only]
+
+
 def parse_list(text, allowed, what):
     items = [item.strip() for item in text.split(",") if item.strip()]
     unknown = [item for item in items if item not in allowed]
@@ -533,10 +566,10 @@ def main(argv=None):
         "process). Ratio = torch.nn median / deeprnn median; above 1 means "
         "deeprnn is faster.")
     parser.add_argument(
-        "--rows", default=",".join(ROWS),
+        "--rows", default=None,
         type=lambda s: parse_list(s, list(ROWS), "row"),
-        help="comma-separated rows: " + ", ".join(
-            f"{r.name} ({r.describe()})" for r in ROWS.values()))
+        help="comma-separated rows (default: every row the device runs): "
+        + ", ".join(f"{r.name} ({r.describe()})" for r in ROWS.values()))
     parser.add_argument(
         "--modes", default=",".join(MODES),
         type=lambda s: parse_list(s, list(MODES), "mode"),
@@ -551,7 +584,17 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads(N) (default: torch's "
                         "default)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    parser.add_argument(
+        "--dtype", default=["float32"],
+        type=lambda s: parse_list(s, list(DTYPES), "dtype"),
+        help="comma-separated dtypes, each row run in each: "
+        + ", ".join(DTYPES) + " (default float32; on a GPU the issue's grid "
+        "is float32,bfloat16)")
+    parser.add_argument(
+        "--tf32", choices=["off", "on"], default="off",
+        help="CUDA only: TF32 for float32 matmuls and cuDNN, set the same "
+        "for both sides (torch.backends.cuda.matmul.allow_tf32 and "
+        "torch.backends.cudnn.allow_tf32); default off, i.e. IEEE float32")
     parser.add_argument("--device", default="cpu",
                         help="cpu (default) or cuda")
     parser.add_argument("--atol", type=float, default=None,
@@ -582,8 +625,7 @@ def main(argv=None):
                                                           else 2)
     if repeats < 1 or warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
-    dtype = DTYPES[args.dtype]
-    atol = args.atol if args.atol is not None else OUTPUT_ATOL[dtype]
+    dtypes = [DTYPES[name] for name in args.dtype]
 
     try:
         device = torch.device(args.device)
@@ -592,9 +634,18 @@ def main(argv=None):
     if device.type not in ("cpu", "cuda"):
         parser.error(f"--device {args.device}: only cpu and cuda are "
                      "supported")
+    if args.rows is None:
+        args.rows = default_rows(device.type)
+    gpu_rows = [name for name in args.rows if ROWS[name].gpu_only]
+    if gpu_rows and device.type != "cuda":
+        parser.error(f"--rows {','.join(gpu_rows)}: GPU-only rows "
+                     f"({ROWS[gpu_rows[0]].describe()}); use --device cuda")
+    if args.tf32 == "on" and device.type != "cuda":
+        parser.error("--tf32 on: TF32 is a CUDA setting; the CPU runs "
+                     "IEEE float32")
 
     isa_note = ""
-    if dtype == torch.bfloat16 and device.type == "cpu":
+    if torch.bfloat16 in dtypes and device.type == "cpu":
         isa_note = guard_against_unusable_amx()
     source = load_deeprnn(args.lib)
 
@@ -613,6 +664,8 @@ def main(argv=None):
             fail("--device cuda: the deeprnn operators failed on CUDA "
                  "(is libdeeprnn built with DEEPRNN_CUDA=ON?): "
                  f"{type(error).__name__}: {str(error).splitlines()[0]}")
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
+        torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
 
     if args.threads is not None:
         if args.threads < 1:
@@ -631,7 +684,14 @@ def main(argv=None):
     print(f"torch   : {torch.__version__}")
     print(f"threads : {threads}"
           + ("" if args.threads is not None else " (torch default)"))
-    print(f"dtype   : {args.dtype}   device: {device}")
+    print(f"dtype   : {','.join(args.dtype)}   device: {device}")
+    fast_path = None
+    if device.type == "cuda":
+        print(f"tf32    : {args.tf32} (matmul and cuDNN, both sides)")
+        if hasattr(torch.ops.deeprnn, "_cuda_fast_path"):
+            fast_path = bool(torch.ops.deeprnn._cuda_fast_path())
+            print("deeprnn CUDA fast path (persistent kernels): "
+                  + ("on where a layer fits" if fast_path else "off"))
     if args.lengths == "spread":
         print("lengths : spread, fresh per batch from [T/4, T] in random "
               "order; torch.nn via pack_padded_sequence + "
@@ -649,19 +709,24 @@ def main(argv=None):
         from tqdm import tqdm
     except ImportError:
         tqdm = None
-    jobs = [(r, m) for r in args.rows for m in args.modes]
+    jobs = [(dtype_name, r, m) for dtype_name in args.dtype
+            for r in args.rows for m in args.modes]
     if tqdm is not None:
         _progress = tqdm(total=len(jobs) * 2, unit="pass", file=sys.stderr,
                          dynamic_ncols=True)
 
     results = []
     started = time.perf_counter()
-    for job_index, (row_name, mode) in enumerate(jobs):
+    for job_index, (dtype_name, row_name, mode) in enumerate(jobs):
         row = ROWS[row_name]
+        dtype = DTYPES[dtype_name]
+        atol = args.atol if args.atol is not None else OUTPUT_ATOL[dtype]
+        label = f"{row_name}/{mode}" + (f"/{dtype_name}"
+                                        if len(args.dtype) > 1 else "")
         if _progress is not None:
-            _progress.set_description(f"{row_name}/{mode}")
+            _progress.set_description(label)
         else:
-            log(f"[{job_index + 1}/{len(jobs)}] {row_name}/{mode} ...")
+            log(f"[{job_index + 1}/{len(jobs)}] {label} ...")
         ref = make_reference(row, mode, dtype, device)
         params = list(ref._flat_weights)
         output_width = row.hidden_size * (2 if row.bidirectional else 1)
@@ -693,6 +758,7 @@ def main(argv=None):
                 "row": row_name + ("+lengths" if args.lengths != "none"
                                    else ""),
                 "mode": mode,
+                "dtype": dtype_name,
                 "pass": pass_name,
                 "shape": {
                     "seq_len": row.seq_len, "batch": row.batch,
@@ -709,7 +775,7 @@ def main(argv=None):
             if pass_name == "training":
                 result["saved"] = saved
             results.append(result)
-            summary = (f"{row_name}/{mode}/{pass_name}: torch.nn "
+            summary = (f"{label}/{pass_name}: torch.nn "
                        f"{medians['torch.nn']:.2f} ms, deeprnn "
                        f"{medians['deeprnn']:.2f} ms, ratio "
                        f"{result['ratio']:.2f}")
@@ -724,8 +790,12 @@ def main(argv=None):
 
     config = {
         "rows": args.rows, "modes": args.modes, "repeats": repeats,
-        "warmup": warmup, "threads": threads, "dtype": args.dtype,
-        "device": str(device), "atol": atol, "seed": args.seed,
+        "warmup": warmup, "threads": threads, "dtypes": args.dtype,
+        "device": str(device), "atol": args.atol, "seed": args.seed,
+        "tf32": args.tf32 if device.type == "cuda" else None,
+        "cuda_fast_path": fast_path,
+        "timing": ("CUDA events" if device.type == "cuda"
+                   else "time.perf_counter"),
         "deeprnn": source, "elapsed_s": elapsed, "isa_note": isa_note,
         "lengths": args.lengths,
         "ratio": "torch.nn median / deeprnn median (>1: deeprnn faster)",
@@ -740,13 +810,15 @@ def main(argv=None):
                        "results": results}, f, indent=2)
         print(f"\nwrote {args.json}")
     if args.png:
-        title = (f"deeprnn vs torch.nn, {args.dtype}, {threads} threads, "
-                 f"{machine['cpu']}")
+        title = (f"deeprnn vs torch.nn, {','.join(args.dtype)}, "
+                 f"{threads} threads, {machine['cpu']}")
         if write_png(args.png, results, title):
             print(f"wrote {args.png}")
     print(f"total time {elapsed:.0f} s\n")
     print(f"ratio = torch.nn median / deeprnn median (above 1: deeprnn "
-          f"faster); {args.dtype}, {threads} threads, {device}\n")
+          f"faster); {','.join(args.dtype)}, {threads} threads, {device}"
+          + (f", TF32 {args.tf32}" if device.type == "cuda" else "")
+          + "\n")
     print(markdown_table(results))
     return 0
 

@@ -358,19 +358,18 @@ if [[ -z "${BUILD_FAILED:-}" && $BUILD_ONLY == 0 ]]; then
     say "bench.py --device cuda --quick"
     START=$SECONDS
     # cuDNN's RNNs default to TF32 on this hardware and deeprnn follows the
-    # matmul setting (IEEE by default): TF32 off for cuDNN makes both sides
-    # compute float32 alike, so bench.py's float32 agreement check holds and
-    # the times compare the same arithmetic.
+    # matmul setting (IEEE by default): bench.py --tf32 off turns TF32 off
+    # for both (matmul and cuDNN), so float32 compares the same arithmetic
+    # and bench.py's float32 agreement check holds. The first run is the
+    # issue's grid: every row (large included) in float32 and bfloat16.
     bench() {
-      timeout 300 "$PY" -c '
-import runpy, sys, torch
-torch.backends.cudnn.allow_tf32 = False
-sys.argv = ["scripts/bench.py"] + sys.argv[1:]
-runpy.run_path("scripts/bench.py", run_name="__main__")' "$@"
+      timeout 300 "$PY" scripts/bench.py --tf32 off "$@"
     }
     {
-      bench --device cuda --quick --rows fastrnns,stacked-bi,small-batch,long \
-        --modes lstm,gru,rnn_tanh --png "" --json "$TMP/bench_full.json" &&
+      bench --device cuda --quick \
+        --rows fastrnns,stacked-bi,deep,small-batch,long,large \
+        --dtype float32,bfloat16 --modes lstm,gru,rnn_tanh --png "" \
+        --json "$TMP/bench_full.json" &&
       bench --device cuda --quick --rows fastrnns,stacked-bi --modes lstm,gru \
         --lengths spread --png "" --json "$TMP/bench_lengths.json" &&
       DEEPRNN_CUDA_FAST_PATH=1 bench --device cuda --quick \
@@ -532,16 +531,17 @@ if os.path.isfile(bench):
     runs = json.load(open(bench))["runs"]
     if runs:
         print()
-        print("bench (float32, TF32 off on both sides; ratio = torch.nn / deeprnn, "
+        print("bench (TF32 off on both sides; ratio = torch.nn / deeprnn, "
               ">1: deeprnn faster):")
-        print(f"{'row':22} {'mode':9} {'pass':10} {'path':8} {'torch ms':>9} "
-              f"{'deeprnn ms':>10} {'ratio':>6}")
+        print(f"{'row':22} {'dtype':9} {'mode':9} {'pass':10} {'path':8} "
+              f"{'torch ms':>9} {'deeprnn ms':>10} {'ratio':>6}")
         for run in runs:
             path = "fast" if run.get("fast_path") else "general"
             for r in run["results"]:
                 ms = r["median_ms"]
-                print(f"{r['row']:22} {r['mode']:9} {r['pass']:10} {path:8} "
-                      f"{ms['torch.nn']:>9.2f} {ms['deeprnn']:>10.2f} {r['ratio']:>6.2f}")
+                print(f"{r['row']:22} {r.get('dtype', 'float32'):9} {r['mode']:9} "
+                      f"{r['pass']:10} {path:8} {ms['torch.nn']:>9.2f} "
+                      f"{ms['deeprnn']:>10.2f} {r['ratio']:>6.2f}")
 if "$BENCH_RC" not in ("", "0"):
     failed_any = True
     print(f"bench: FAILED (rc $BENCH_RC; see bench.log)")
