@@ -104,6 +104,30 @@ std::vector<LayerReserve> split_reserve(
     const RNNConfig& cfg,
     const at::Tensor& reserve);
 
+// The end of a layer's backward, after the time loop: the parameter
+// gradients of every direction into dparams (when need_param_grads) and dx
+// = dG_x [W_ih_fwd; W_ih_rev] (when need_input_grad), as GEMMs over all
+// steps on the tensors' device. dgates_x/dgates_h [T, B, D*G*H] (the same
+// tensor but for GRU), and, with projection, dh_total [T, B, D*P], the full
+// gradient of each projected h_t; y, h0, saved as the layer's forward left
+// them.
+void layer_weight_and_input_gradients(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const at::Tensor& layer_input, // [T, B, I_l]
+    const at::Tensor& y, // [T, B, D*P]
+    const at::Tensor& h0, // [L*D, B, P]
+    const LayerReserve& saved,
+    const at::Tensor& dgates_x,
+    const at::Tensor& dgates_h,
+    const at::Tensor& dh_total,
+    bool need_input_grad,
+    bool need_param_grads,
+    at::Tensor& dx, // out: [T, B, I_l] if need_input_grad
+    std::vector<at::Tensor>& dparams, // out, flat like params
+    const LengthsPlan* plan);
+
 // Fills mask_storage with a dropout mask scaled by 1/(1-p) (zeros for p = 1)
 // from PyTorch's generator, and returns it.
 at::Tensor draw_dropout_mask(const at::Tensor& mask_storage, double p);

@@ -605,66 +605,22 @@ void backward_layer(
     }
   }
 
-  if (need_param_grads) {
-    const int64_t per = cfg.params_per_direction;
-    for (const auto d : c10::irange(D)) {
-      const int64_t base = (layer * D + d) * per;
-      const Tensor dgx_d =
-          dgates_x.narrow(2, d * G * H, G * H).view({T * B, G * H});
-      const Tensor dgh_d =
-          dgates_h.narrow(2, d * G * H, G * H).view({T * B, G * H});
-      at::cpu::mm_out(
-          dparams[base],
-          dgx_d.t(),
-          layer_input.view({T * B, layer_input.size(2)}));
-      // dW_hh = sum_t dG_h(t)^T h_{t-1}: the steps whose h_{t-1} is a row of
-      // y in one GEMM, the step that read h0 in another.
-      const int64_t first = d == 0 ? 0 : T - 1;
-      const int64_t rest_begin = d == 0 ? 1 : 0; // steps reading y
-      const int64_t y_begin = d == 0 ? 0 : 1; // their h_{t-1} rows of y
-      const Tensor dgh_rest = dgates_h.narrow(0, rest_begin, T - 1)
-                                  .narrow(2, d * G * H, G * H)
-                                  .view({(T - 1) * B, G * H});
-      const Tensor h_rest = y.narrow(0, y_begin, T - 1)
-                                .narrow(2, d * P, P)
-                                .view({(T - 1) * B, P});
-      at::cpu::mm_out(dparams[base + 1], dgh_rest.t(), h_rest);
-      // With lengths, the reverse direction reads h0 at each sequence's
-      // last valid step: gather those rows of dG_h (in the GEMM above they
-      // met the zeros that y holds past a sequence's end).
-      const Tensor dgh_first = d == 1 && plan != nullptr
-          ? dgates_h.view({T * B, D * G * H})
-                .index_select(0, reverse_start_rows(*plan, B, opts.device()))
-                .narrow(1, G * H, G * H)
-          : dgates_h.select(0, first).narrow(1, d * G * H, G * H);
-      at::cpu::addmm_out(
-          dparams[base + 1],
-          dparams[base + 1],
-          dgh_first.t(),
-          h0.select(0, layer * D + d));
-      if (cfg.has_biases) {
-        at::sum_out(dparams[base + 2], dgx_d, {0});
-        at::sum_out(dparams[base + 3], dgh_d, {0});
-      }
-      if (cfg.has_proj) {
-        const Tensor hidden_d =
-            saved.hidden.narrow(2, d * H, H).view({T * B, H});
-        at::cpu::mm_out(
-            dparams[base + per - 1],
-            dh_total.narrow(2, d * P, P).view({T * B, P}).t(),
-            hidden_d);
-      }
-    }
-  }
-
-  if (need_input_grad) {
-    dx = at::empty({T, B, layer_input.size(2)}, opts);
-    Tensor dx_2d = dx.view({T * B, layer_input.size(2)});
-    at::cpu::mm_out(
-        dx_2d,
-        dgates_x.view({T * B, D * G * H}),
-        stacked_input_weights(cfg, cells, layer));
-  }
+  layer_weight_and_input_gradients(
+      cfg,
+      cells,
+      layer,
+      layer_input,
+      y,
+      h0,
+      saved,
+      dgates_x,
+      dgates_h,
+      dh_total,
+      need_input_grad,
+      need_param_grads,
+      dx,
+      dparams,
+      plan);
 }
 
 struct CpuBackend {
