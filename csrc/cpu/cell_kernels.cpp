@@ -2,6 +2,7 @@
 
 #include "common/cell_math.h"
 #include "cpu/fast_math.h"
+#include "cpu/target_clones.h"
 
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -30,18 +31,6 @@ using acc = at::opmath_type<scalar_t>;
 
 } // namespace
 
-// The float kernels are compiled for AVX-512, AVX2+FMA and baseline x86-64
-// and picked at load time (GCC function multi-versioning), so one binary is
-// both portable and vectorised. Each row loop is a template inlined into its
-// clone, which gives it the clone's instruction set.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define DEEPRNN_FLOAT_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define DEEPRNN_FLOAT_CLONES
-#endif
-#define DEEPRNN_INLINE inline __attribute__((always_inline))
-
 namespace {
 
 template <typename scalar_t>
@@ -49,6 +38,7 @@ DEEPRNN_INLINE void lstm_forward_rows(
     int64_t b0,
     int64_t b1,
     int64_t hidden,
+    int64_t gate_stride,
     Rows<scalar_t> gates,
     Rows<const scalar_t> recurrent,
     const scalar_t* bias,
@@ -66,16 +56,17 @@ DEEPRNN_INLINE void lstm_forward_rows(
     for (int64_t j = 0; j < hidden; ++j) {
       const auto out = cell::lstm_forward<acc_t, FastMath>(
           acc_t(g[j]) + acc_t(r[j]) + acc_t(bias[j]),
-          acc_t(g[hidden + j]) + acc_t(r[hidden + j]) + acc_t(bias[hidden + j]),
-          acc_t(g[2 * hidden + j]) + acc_t(r[2 * hidden + j]) +
-              acc_t(bias[2 * hidden + j]),
-          acc_t(g[3 * hidden + j]) + acc_t(r[3 * hidden + j]) +
-              acc_t(bias[3 * hidden + j]),
+          acc_t(g[gate_stride + j]) + acc_t(r[gate_stride + j]) +
+              acc_t(bias[gate_stride + j]),
+          acc_t(g[2 * gate_stride + j]) + acc_t(r[2 * gate_stride + j]) +
+              acc_t(bias[2 * gate_stride + j]),
+          acc_t(g[3 * gate_stride + j]) + acc_t(r[3 * gate_stride + j]) +
+              acc_t(bias[3 * gate_stride + j]),
           acc_t(cp[j]));
       g[j] = out.i;
-      g[hidden + j] = out.f;
-      g[2 * hidden + j] = out.g;
-      g[3 * hidden + j] = out.o;
+      g[gate_stride + j] = out.f;
+      g[2 * gate_stride + j] = out.g;
+      g[3 * gate_stride + j] = out.o;
       co[j] = out.c;
       ho[j] = out.h;
     }
@@ -86,6 +77,7 @@ DEEPRNN_FLOAT_CLONES void lstm_forward_rows_float(
     int64_t b0,
     int64_t b1,
     int64_t hidden,
+    int64_t gate_stride,
     Rows<float> gates,
     Rows<const float> recurrent,
     const float* bias,
@@ -93,7 +85,16 @@ DEEPRNN_FLOAT_CLONES void lstm_forward_rows_float(
     Rows<float> c_out,
     Rows<float> h_out) {
   lstm_forward_rows<float>(
-      b0, b1, hidden, gates, recurrent, bias, c_prev, c_out, h_out);
+      b0,
+      b1,
+      hidden,
+      gate_stride,
+      gates,
+      recurrent,
+      bias,
+      c_prev,
+      c_out,
+      h_out);
 }
 
 template <typename scalar_t>
@@ -161,6 +162,7 @@ DEEPRNN_INLINE void gru_forward_rows(
     int64_t b0,
     int64_t b1,
     int64_t hidden,
+    int64_t gate_stride,
     Rows<scalar_t> gates,
     Rows<const scalar_t> recurrent,
     const scalar_t* bias,
@@ -181,16 +183,16 @@ DEEPRNN_INLINE void gru_forward_rows(
     for (int64_t j = 0; j < hidden; ++j) {
       const auto out = cell::gru_forward<acc_t, FastMath>(
           acc_t(g[j]) + acc_t(bias[j]),
-          acc_t(g[hidden + j]) + acc_t(bias[hidden + j]),
-          acc_t(g[2 * hidden + j]) + acc_t(bias[2 * hidden + j]),
+          acc_t(g[gate_stride + j]) + acc_t(bias[gate_stride + j]),
+          acc_t(g[2 * gate_stride + j]) + acc_t(bias[2 * gate_stride + j]),
           r[j],
-          r[hidden + j],
-          r[2 * hidden + j],
+          r[gate_stride + j],
+          r[2 * gate_stride + j],
           b_hn[j],
           hp[j]);
       g[j] = out.r;
-      g[hidden + j] = out.z;
-      g[2 * hidden + j] = out.n;
+      g[gate_stride + j] = out.z;
+      g[2 * gate_stride + j] = out.n;
       hn[j] = out.hn;
       ho[j] = out.h;
     }
@@ -201,6 +203,7 @@ DEEPRNN_FLOAT_CLONES void gru_forward_rows_float(
     int64_t b0,
     int64_t b1,
     int64_t hidden,
+    int64_t gate_stride,
     Rows<float> gates,
     Rows<const float> recurrent,
     const float* bias,
@@ -209,7 +212,17 @@ DEEPRNN_FLOAT_CLONES void gru_forward_rows_float(
     Rows<float> hn_out,
     Rows<float> h_out) {
   gru_forward_rows<float>(
-      b0, b1, hidden, gates, recurrent, bias, b_hn, h_prev, hn_out, h_out);
+      b0,
+      b1,
+      hidden,
+      gate_stride,
+      gates,
+      recurrent,
+      bias,
+      b_hn,
+      h_prev,
+      hn_out,
+      h_out);
 }
 
 template <typename scalar_t>
@@ -253,6 +266,7 @@ template <typename scalar_t>
 void lstm_cell_forward(
     int64_t batch,
     int64_t hidden,
+    int64_t gate_stride,
     Rows<scalar_t> gates,
     Rows<const scalar_t> recurrent,
     const scalar_t* bias,
@@ -263,10 +277,28 @@ void lstm_cell_forward(
       0, batch, grain_rows(4 * hidden), [&](int64_t b0, int64_t b1) {
         if constexpr (std::is_same_v<scalar_t, float>) {
           lstm_forward_rows_float(
-              b0, b1, hidden, gates, recurrent, bias, c_prev, c_out, h_out);
+              b0,
+              b1,
+              hidden,
+              gate_stride,
+              gates,
+              recurrent,
+              bias,
+              c_prev,
+              c_out,
+              h_out);
         } else {
           lstm_forward_rows<scalar_t>(
-              b0, b1, hidden, gates, recurrent, bias, c_prev, c_out, h_out);
+              b0,
+              b1,
+              hidden,
+              gate_stride,
+              gates,
+              recurrent,
+              bias,
+              c_prev,
+              c_out,
+              h_out);
         }
       });
 }
@@ -298,6 +330,7 @@ template <typename scalar_t>
 void gru_cell_forward(
     int64_t batch,
     int64_t hidden,
+    int64_t gate_stride,
     Rows<scalar_t> gates,
     Rows<const scalar_t> recurrent,
     const scalar_t* bias,
@@ -312,6 +345,7 @@ void gru_cell_forward(
               b0,
               b1,
               hidden,
+              gate_stride,
               gates,
               recurrent,
               bias,
@@ -324,6 +358,7 @@ void gru_cell_forward(
               b0,
               b1,
               hidden,
+              gate_stride,
               gates,
               recurrent,
               bias,
@@ -450,6 +485,7 @@ void add_rows(
   template void lstm_cell_forward<T>(  \
       int64_t,                         \
       int64_t,                         \
+      int64_t,                         \
       Rows<T>,                         \
       Rows<const T>,                   \
       const T*,                        \
@@ -467,6 +503,7 @@ void add_rows(
       Rows<T>,                         \
       Rows<T>);                        \
   template void gru_cell_forward<T>(   \
+      int64_t,                         \
       int64_t,                         \
       int64_t,                         \
       Rows<T>,                         \

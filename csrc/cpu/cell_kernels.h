@@ -4,6 +4,11 @@
 // one direction at one time step to all batch rows (parallel over rows).
 // Matrices are row-strided views so that kernels read and write straight
 // into slices of the layer buffers (no copies in the time loop).
+//
+// The forward kernels take the `hidden` units [0, hidden) of a gate block
+// whose gates lie `gate_stride` columns apart: gate_stride = hidden for a
+// whole layer; the fused small-batch step passes a thread's slice of units
+// (pointers offset to its first unit, gate_stride = H).
 
 #include <cstdint>
 
@@ -22,6 +27,10 @@ struct Rows {
   Rows from(int64_t first) const {
     return {data ? data + first * stride : nullptr, stride};
   }
+  // The columns from `first` on (empty stays empty).
+  Rows columns(int64_t first) const {
+    return {data ? data + first : nullptr, stride};
+  }
   explicit operator bool() const {
     return data != nullptr;
   }
@@ -36,6 +45,7 @@ template <typename scalar_t>
 void lstm_cell_forward(
     int64_t batch,
     int64_t hidden,
+    int64_t gate_stride,
     Rows<scalar_t> gates, // [B, 4H] in: x W_ih^T; out: i, f, g, o
     Rows<const scalar_t> recurrent, // [B, 4H] h_{t-1} W_hh^T
     const scalar_t* bias, // [4H] b_ih + b_hh
@@ -59,6 +69,7 @@ template <typename scalar_t>
 void gru_cell_forward(
     int64_t batch,
     int64_t hidden,
+    int64_t gate_stride,
     Rows<scalar_t> gates, // [B, 3H] in: x W_ih^T; out: r, z, n
     Rows<const scalar_t> recurrent, // [B, 3H] h_{t-1} W_hh^T
     const scalar_t* bias, // [3H] b_ih + (b_hr, b_hz, 0)

@@ -17,6 +17,7 @@
 #include "common/layers.h"
 #include "cpu/cell_kernels.h"
 #include "cpu/packed_gemm.h"
+#include "cpu/small_gemm.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -26,8 +27,18 @@
 #include <c10/util/irange.h>
 #include <torch/library.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdlib>
 #include <optional>
+#include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace deeprnn {
@@ -133,7 +144,364 @@ void for_each_row_range(int64_t resumed, int64_t rows, const F& f) {
 }
 
 // ---------------------------------------------------------------------------
+// The fused small-batch step
+//
+// At small batches a step's arithmetic is a few microseconds, and the general
+// loop's per-step costs (a BLAS call that re-checks and re-blocks its
+// operands, the cell kernel's fork/join, ATen views) cost as much again.
+// The fused loop runs a layer's whole time loop inside ONE parallel region:
+// each thread owns a slice of the hidden units (all gates of them), keeps
+// W_hh's rows for its slice packed in its own L2 cache, computes its part
+// of h_{t-1} W_hh^T with a register-tiled kernel (cpu/small_gemm.h), applies
+// the cell to its units, and meets the others at one barrier per step (every
+// thread reads all of h_{t-1}). Inference also projects the input inside the
+// region, a chunk of steps at a time, each thread its own gate columns
+// (W_ih's rows packed the same way); training's projection is one GEMM over
+// all steps before it, as in the general loop. No ATen call runs inside the
+// region. Float32, no projection, no lengths, batch <= kFusedMaxBatch; the
+// rest takes the general loop.
+
+// Above this batch the BLAS GEMM (MKL's packed one at 32 rows and more)
+// beats the register-tiled kernel.
+constexpr int64_t kFusedMaxBatch = 16;
+// Below this many multiply-adds per thread and step, a barrier costs more
+// than a second thread saves.
+constexpr int64_t kFusedMinWorkPerThread = int64_t{1} << 15;
+// Units are dealt to threads in blocks of this many (one vector of floats).
+constexpr int64_t kFusedUnitBlock = 16;
+
+// The switch of the fused loop and its layer counts, behind the private
+// operators deeprnn::_cpu_fused_step and _cpu_fused_step_layers. The switch
+// starts on unless DEEPRNN_CPU_FUSED_STEP is "0" (for A/B measurements).
+std::atomic<int64_t>& fused_step_switch() {
+  static std::atomic<int64_t> value{[] {
+    const char* env = std::getenv("DEEPRNN_CPU_FUSED_STEP");
+    return env != nullptr && std::string(env) == "0" ? int64_t{0} : int64_t{1};
+  }()};
+  return value;
+}
+
+std::array<std::atomic<int64_t>, 2>& fused_step_layer_counts() {
+  static std::array<std::atomic<int64_t>, 2> counts{};
+  return counts;
+}
+
+int64_t cpu_fused_step(int64_t enable) {
+  TORCH_CHECK(
+      enable >= -1 && enable <= 1,
+      "deeprnn._cpu_fused_step: enable must be -1 (query), 0 (off) or 1 (on), "
+      "got ",
+      enable);
+  if (enable == -1) {
+    return fused_step_switch().load();
+  }
+  return fused_step_switch().exchange(enable);
+}
+
+std::vector<int64_t> cpu_fused_step_layers(
+    int64_t add_forward,
+    int64_t add_backward) {
+  TORCH_CHECK(
+      add_forward >= 0 && add_backward >= 0,
+      "deeprnn._cpu_fused_step_layers: the counts only grow, got "
+      "add_forward = ",
+      add_forward,
+      " and add_backward = ",
+      add_backward);
+  auto& counts = fused_step_layer_counts();
+  return {
+      counts[0].fetch_add(add_forward) + add_forward,
+      counts[1].fetch_add(add_backward) + add_backward};
+}
+
+// Whether the fused loop runs this layer.
+template <typename scalar_t>
+bool fused_step_applies(const RNNConfig& cfg, const LengthsPlan* plan) {
+  return fused_step_switch().load(std::memory_order_relaxed) != 0 &&
+      std::is_same_v<scalar_t, float> && plan == nullptr && !cfg.has_proj &&
+      cfg.batch <= kFusedMaxBatch;
+}
+
+// Threads for the fused loop: at most torch's intra-op thread count (one
+// when already inside a parallel region), one per block of units, and
+// enough work per thread to pay for a barrier.
+int64_t fused_team_size(const RNNConfig& cfg) {
+#ifdef _OPENMP
+  if (at::in_parallel_region()) {
+    return 1;
+  }
+  const int64_t work = cfg.num_directions * cfg.batch * cfg.gates *
+      cfg.hidden_size * cfg.proj_size;
+  const int64_t blocks =
+      (cfg.hidden_size + kFusedUnitBlock - 1) / kFusedUnitBlock;
+  return std::max<int64_t>(
+      1,
+      std::min<int64_t>(
+          {int64_t{at::get_num_threads()},
+           blocks,
+           work / kFusedMinWorkPerThread}));
+#else
+  (void)cfg;
+  return 1;
+#endif
+}
+
+// Runs f(thread, team) on a team of up to `threads` threads (an OpenMP
+// parallel region; `team` is the size the runtime gave), or f(0, 1) on the
+// calling thread.
+template <typename F>
+void run_team(int64_t threads, const F& f) {
+#ifdef _OPENMP
+  if (threads > 1) {
+#pragma omp parallel num_threads(static_cast <int>(threads))
+    f(int64_t{omp_get_thread_num()}, int64_t{omp_get_num_threads()});
+    return;
+  }
+#endif
+  (void)threads;
+  f(int64_t{0}, int64_t{1});
+}
+
+// The barrier of a team of `team` threads started by run_team.
+inline void team_barrier(int64_t team) {
+#ifdef _OPENMP
+  if (team > 1) {
+#pragma omp barrier
+  }
+#else
+  (void)team;
+#endif
+}
+
+// Units [first, second) of thread `thread` of `team`: blocks of 16 units
+// dealt as evenly as possible (a thread may get none).
+std::pair<int64_t, int64_t> unit_slice(
+    int64_t hidden,
+    int64_t thread,
+    int64_t team) {
+  const int64_t blocks = (hidden + kFusedUnitBlock - 1) / kFusedUnitBlock;
+  return {
+      std::min(hidden, blocks * thread / team * kFusedUnitBlock),
+      std::min(hidden, blocks * (thread + 1) / team * kFusedUnitBlock)};
+}
+
+// ---------------------------------------------------------------------------
 // Forward
+
+// The time loop of forward_layer on the fused path (see above): the same
+// buffers and results as the general loop, minus the final states.
+template <typename ChunkStart, typename GateRows>
+void forward_steps_fused(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const Tensor& layer_input, // [T, B, I_l]
+    const Tensor& h0, // [L*D, B, P]
+    const Tensor& c0, // [L*D, B, H] (LSTM)
+    const LayerReserve& saved,
+    const Tensor& y, // [T, B, D*P] out
+    const Tensor& gates, // the reserve's gates, or the inference chunks
+    int64_t chunk_steps,
+    const ChunkStart& chunk_start,
+    const GateRows& gate_rows,
+    const Tensor& bias_x, // [D, G*H]
+    const Tensor& bias_hn, // [D, H] (GRU)
+    const Tensor& recurrent, // [D, B, G*H] scratch
+    const Tensor& cell_state) { // [B, D*H] (LSTM inference)
+  const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
+  const int64_t H = cfg.hidden_size, P = cfg.proj_size, G = cfg.gates;
+  const int64_t I = layer_input.size(2);
+  const bool whole_sequence = saved.gates.defined();
+  const bool relu = cfg.mode == Mode::RNN_RELU;
+
+  // Every pointer the region needs, taken before it (no ATen inside).
+  struct Direction {
+    const float* w_hh; // [G*H, P]
+    int64_t w_hh_rows, w_hh_cols; // strides
+    const float* w_ih; // [G*H, I]
+    int64_t w_ih_rows, w_ih_cols;
+    cpu::Rows<const float> h_initial; // [B, P]
+    cpu::Rows<const float> c_initial; // [B, H] (LSTM)
+  };
+  std::vector<Direction> dirs(D);
+  for (const auto d : c10::irange(D)) {
+    const CellParams& p = cells[layer * D + d];
+    const Tensor h_init = h0.select(0, layer * D + d);
+    dirs[d] = {
+        p.w_hh.data_ptr<float>(),
+        p.w_hh.stride(0),
+        p.w_hh.stride(1),
+        p.w_ih.data_ptr<float>(),
+        p.w_ih.stride(0),
+        p.w_ih.stride(1),
+        {h_init.data_ptr<float>(), h_init.stride(0)},
+        {}};
+    if (cfg.mode == Mode::LSTM) {
+      const Tensor c_init = c0.select(0, layer * D + d);
+      dirs[d].c_initial = {c_init.data_ptr<float>(), c_init.stride(0)};
+    }
+  }
+  // A thread's packed weights, per direction and gate: W_hh's rows for its
+  // units (depth P), then, in inference, W_ih's (depth I). Laid out by unit
+  // so that slices never overlap, whatever size of team the runtime gives.
+  const int64_t depth = P + (whole_sequence ? 0 : I);
+  Tensor panels = at::empty({D * G * depth * H}, layer_input.options());
+  float* const panels_ptr = panels.data_ptr<float>();
+  const float* const x_ptr = layer_input.data_ptr<float>();
+  float* const y_ptr = y.data_ptr<float>();
+  float* const gates_ptr = gates.data_ptr<float>();
+  float* const recurrent_ptr = recurrent.data_ptr<float>();
+  const float* const bias_ptr = bias_x.data_ptr<float>();
+  const float* const b_hn_ptr =
+      bias_hn.defined() ? bias_hn.data_ptr<float>() : nullptr;
+  float* const cells_ptr =
+      saved.cells.defined() ? saved.cells.data_ptr<float>() : nullptr;
+  float* const state_ptr =
+      cell_state.defined() ? cell_state.data_ptr<float>() : nullptr;
+  const int64_t y_row = D * P, cell_row = D * H;
+
+  run_team(fused_team_size(cfg), [&](int64_t thread, int64_t team) {
+    const auto [j0, j1] = unit_slice(H, thread, team);
+    const int64_t units = j1 - j0;
+    float* const mine = panels_ptr + D * G * depth * j0;
+    auto hh_panel = [&](int64_t d, int64_t g) {
+      return mine + (d * G + g) * depth * units;
+    };
+    auto ih_panel = [&](int64_t d, int64_t g) {
+      return hh_panel(d, g) + P * units;
+    };
+    for (int64_t d = 0; d < D && units > 0; ++d) {
+      const Direction& w = dirs[d];
+      for (int64_t g = 0; g < G; ++g) {
+        cpu::pack_panel(
+            units,
+            P,
+            w.w_hh + (g * H + j0) * w.w_hh_rows,
+            w.w_hh_rows,
+            w.w_hh_cols,
+            hh_panel(d, g));
+        if (!whole_sequence) {
+          cpu::pack_panel(
+              units,
+              I,
+              w.w_ih + (g * H + j0) * w.w_ih_rows,
+              w.w_ih_rows,
+              w.w_ih_cols,
+              ih_panel(d, g));
+        }
+      }
+    }
+
+    for (int64_t step = 0; step < T; ++step) {
+      for (int64_t d = 0; d < D && units > 0; ++d) {
+        const Direction& w = dirs[d];
+        const int64_t t = d == 0 ? step : T - 1 - step;
+        const int64_t t_prev = d == 0 ? t - 1 : t + 1;
+        if (!whole_sequence && step % chunk_steps == 0) {
+          // This thread's gate columns of the chunk's input projection.
+          const int64_t chunk = step / chunk_steps;
+          const int64_t steps =
+              std::min(T, (chunk + 1) * chunk_steps) - chunk * chunk_steps;
+          const float* x = x_ptr + chunk_start(chunk, d) * B * I;
+          float* out = gates_ptr + d * chunk_steps * B * G * H + j0;
+          for (int64_t g = 0; g < G; ++g) {
+            cpu::panel_gemm(
+                steps * B,
+                units,
+                I,
+                x,
+                I,
+                ih_panel(d, g),
+                out + g * H,
+                G * H,
+                false);
+          }
+        }
+        const cpu::Rows<const float> h_prev = step == 0
+            ? w.h_initial
+            : cpu::Rows<const float>{y_ptr + t_prev * B * y_row + d * P, y_row};
+        float* const rec = recurrent_ptr + d * B * G * H + j0;
+        for (int64_t g = 0; g < G; ++g) {
+          cpu::panel_gemm(
+              B,
+              units,
+              P,
+              h_prev.data,
+              h_prev.stride,
+              hh_panel(d, g),
+              rec + g * H,
+              G * H,
+              false);
+        }
+
+        const cpu::Rows<float> step_gates = gate_rows(t, d).columns(j0);
+        const cpu::Rows<const float> step_recurrent{rec, G * H};
+        const float* bias = bias_ptr + d * G * H + j0;
+        const cpu::Rows<float> h_out =
+            cpu::Rows<float>{y_ptr + t * B * y_row + d * P, y_row}.columns(j0);
+        switch (cfg.mode) {
+          case Mode::LSTM: {
+            cpu::Rows<const float> c_prev;
+            cpu::Rows<float> c_out;
+            if (cells_ptr != nullptr) {
+              c_out = {cells_ptr + t * B * cell_row + d * H, cell_row};
+              c_prev = {cells_ptr + t_prev * B * cell_row + d * H, cell_row};
+            } else {
+              c_out = {state_ptr + d * H, cell_row};
+              c_prev = cpu::as_const(c_out);
+            }
+            if (step == 0) {
+              c_prev = w.c_initial;
+            }
+            cpu::lstm_cell_forward<float>(
+                B,
+                units,
+                H,
+                step_gates,
+                step_recurrent,
+                bias,
+                c_prev.columns(j0),
+                c_out.columns(j0),
+                h_out);
+            break;
+          }
+          case Mode::GRU: {
+            const cpu::Rows<float> hn_out = cells_ptr != nullptr
+                ? cpu::Rows<
+                      float>{cells_ptr + t * B * cell_row + d * H, cell_row}
+                      .columns(j0)
+                : cpu::Rows<float>{};
+            cpu::gru_cell_forward<float>(
+                B,
+                units,
+                H,
+                step_gates,
+                step_recurrent,
+                bias,
+                b_hn_ptr + d * H + j0,
+                h_prev.columns(j0),
+                hn_out,
+                h_out);
+            break;
+          }
+          case Mode::RNN_TANH:
+          case Mode::RNN_RELU:
+            cpu::rnn_cell_forward<float>(
+                B,
+                units,
+                relu,
+                cpu::as_const(step_gates),
+                step_recurrent,
+                bias,
+                h_out);
+            break;
+        }
+      }
+      // Every thread reads all of h_t at the next step.
+      team_barrier(team);
+    }
+  });
+}
 
 // Inference projects the input this many bytes of gates at a time (per
 // direction): about an L2 cache.
@@ -201,17 +569,6 @@ void forward_layer(
   const Tensor bias_hn = cfg.mode == Mode::GRU
       ? recurrent_bias(cfg, cells, layer, opts)
       : Tensor(); // [D, H]
-  // The recurrent GEMM's weight, prepared once for all T steps: packed by
-  // MKL where possible, else W_hh^T made contiguous (small GEMMs run
-  // markedly faster in BLAS's NN form than on the transposed view).
-  const auto packed_hh = packed_weights<scalar_t>(cfg, cells, layer, true);
-  std::vector<Tensor> w_hh_t(D);
-  for (const auto d : c10::irange(D)) {
-    if (!packed_hh[d].has_value()) {
-      w_hh_t[d] = cells[layer * D + d].w_hh.t().contiguous(); // [P, G*H]
-    }
-  }
-
   // Per-layer scratch, reused by every step.
   Tensor recurrent = at::empty({D, B, G * H}, opts); // h_{t-1} W_hh^T
   // Inference keeps only the running cell state; training keeps every c_t.
@@ -238,6 +595,52 @@ void forward_layer(
     return cpu::Rows<scalar_t>{
         gates_ptr + (d * chunk_steps + offset) * B * G * H, G * H};
   };
+
+  if (fused_step_applies<scalar_t>(cfg, plan)) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      forward_steps_fused(
+          cfg,
+          cells,
+          layer,
+          layer_input,
+          h0,
+          c0,
+          saved,
+          y,
+          gates,
+          chunk_steps,
+          chunk_start,
+          gate_rows,
+          bias_x,
+          bias_hn,
+          recurrent,
+          cell_state);
+      fused_step_layer_counts()[0].fetch_add(1);
+    }
+    for (const auto d : c10::irange(D)) {
+      // The last step of direction d holds its final state.
+      const int64_t t_last = d == 0 ? T - 1 : 0;
+      hy.select(0, layer * D + d)
+          .copy_(y.select(0, t_last).narrow(1, d * P, P));
+      if (cfg.mode == Mode::LSTM) {
+        const Tensor& c_all =
+            saved.cells.defined() ? saved.cells.select(0, t_last) : cell_state;
+        cy.select(0, layer * D + d).copy_(c_all.narrow(1, d * H, H));
+      }
+    }
+    return;
+  }
+
+  // The recurrent GEMM's weight, prepared once for all T steps: packed by
+  // MKL where possible, else W_hh^T made contiguous (small GEMMs run
+  // markedly faster in BLAS's NN form than on the transposed view).
+  const auto packed_hh = packed_weights<scalar_t>(cfg, cells, layer, true);
+  std::vector<Tensor> w_hh_t(D);
+  for (const auto d : c10::irange(D)) {
+    if (!packed_hh[d].has_value()) {
+      w_hh_t[d] = cells[layer * D + d].w_hh.t().contiguous(); // [P, G*H]
+    }
+  }
 
   // Rows still running at step t: a prefix of the batch, which the kernels
   // hold sorted by decreasing length (see LengthsPlan).
@@ -319,6 +722,7 @@ void forward_layer(
           cpu::lstm_cell_forward<scalar_t>(
               end - begin,
               H,
+              H,
               step_gates.from(begin),
               step_recurrent.from(begin),
               bias_x_d,
@@ -360,6 +764,7 @@ void forward_layer(
               h_prev.data_ptr<scalar_t>(), h_prev.stride(0)};
           cpu::gru_cell_forward<scalar_t>(
               end - begin,
+              H,
               H,
               step_gates.from(begin),
               step_recurrent.from(begin),
@@ -644,6 +1049,12 @@ struct CpuBackend {
 TORCH_LIBRARY_IMPL(deeprnn, CPU, m) {
   m.impl("_rnn_forward", &rnn_forward<CpuBackend>);
   m.impl("_rnn_backward", &rnn_backward<CpuBackend>);
+}
+
+// No tensor arguments: one kernel for every backend.
+TORCH_LIBRARY_IMPL(deeprnn, CompositeImplicitAutograd, m) {
+  m.impl("_cpu_fused_step", &cpu_fused_step);
+  m.impl("_cpu_fused_step_layers", &cpu_fused_step_layers);
 }
 
 } // namespace deeprnn

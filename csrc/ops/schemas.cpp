@@ -125,6 +125,15 @@ TORCH_LIBRARY(deeprnn, m) {
   // Whether the CPU kernels multiply by MKL-packed recurrent weights in this
   // process (see cpu/packed_gemm.h); for tests and benchmarks.
   m.def("_cpu_packed_gemm() -> bool");
+  // The switch of the CPU's fused small-batch step (cpu/rnn_cpu.cpp): sets
+  // it to `enable` (0 off, 1 on where a layer fits) and returns the previous
+  // setting; -1 only returns it. Starts as the environment variable
+  // DEEPRNN_CPU_FUSED_STEP says (unset: on). For tests and benchmarks.
+  m.def("_cpu_fused_step(int enable=-1) -> int");
+  // How many layers the fused step has run in this process, forward and
+  // backward, after adding the two arguments: [forward, backward].
+  m.def(
+      "_cpu_fused_step_layers(int add_forward=0, int add_backward=0) -> int[]");
   // The switch of the CUDA fast paths (the persistent kernels,
   // cuda/persistent.cuh): sets it to `enable` (0 off, 1 on where a layer
   // fits) and returns the previous setting; -1 only returns it. Starts as

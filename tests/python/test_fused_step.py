@@ -1,0 +1,199 @@
+"""The CPU's fused small-batch step (cpu/rnn_cpu.cpp, forward_steps_fused).
+
+float32 layers with batch <= 16, no projection and no lengths run their time
+loop in one parallel region: each thread owns a slice of the hidden units
+(W_hh's rows packed in its cache) and the threads meet at a barrier per
+step. Every other layer takes the general loop. These tests run both loops
+on the same shapes, with one and two threads, against torch.nn (same
+weights), and check which loop ran with the private layer counter
+``torch.ops.deeprnn._cpu_fused_step_layers``. The shapes cover a split of
+the units into 16-unit blocks that is even and uneven, hidden sizes that are
+not a multiple of 16 (the kernel's scalar columns), a team of one (too little
+work to share), and inference sequences longer than one projection chunk in
+both directions.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from deeprnn_test_utils import make_pair
+
+# (mode, T, B, input_size, hidden_size, num_layers, bidirectional)
+CONFIGS = [
+    ("LSTM", 7, 1, 10, 256, 2, False),  # two threads, 128 units each
+    ("LSTM", 5, 16, 12, 48, 1, True),  # 3 blocks of 16 over 2 threads
+    ("LSTM", 4, 1, 3, 5, 1, False),  # one thread, columns < 16
+    ("LSTM", 20, 16, 8, 512, 1, True),  # inference: 8 steps per chunk
+    ("GRU", 6, 3, 9, 37, 2, True),  # 37 units: 2 blocks + 5 columns
+    ("GRU", 23, 16, 8, 512, 1, True),  # inference: 10 steps per chunk
+    ("RNN_TANH", 9, 4, 5, 20, 3, False),
+    ("RNN_RELU", 8, 2, 6, 64, 2, True),
+]
+
+# float32 against torch.nn (oneDNN / ATen): different summation orders.
+ATOL = 2e-5
+RTOL = 1e-4
+
+
+def _ids(config):
+    mode, T, B, I, H, L, bidirectional = config
+    return f"{mode}-T{T}-B{B}-I{I}-H{H}-L{L}-{'bi' if bidirectional else 'uni'}"
+
+
+def _fused_layers():
+    forward, _ = torch.ops.deeprnn._cpu_fused_step_layers()
+    return forward
+
+
+@pytest.fixture
+def fused(request):
+    """Sets the fused-step switch to request.param, restores it after."""
+    previous = torch.ops.deeprnn._cpu_fused_step(request.param)
+    yield request.param
+    torch.ops.deeprnn._cpu_fused_step(previous)
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(previous)
+
+
+def _pair_and_inputs(config, dtype=torch.float32, **extra):
+    mode, T, B, I, H, L, bidirectional = config
+    torch.manual_seed(hash(config) % (2**31))
+    reference, ours = make_pair(
+        mode, dtype=dtype, input_size=I, hidden_size=H, num_layers=L,
+        bidirectional=bidirectional, **extra)
+    D = 2 if bidirectional else 1
+    x = torch.randn(T, B, I, dtype=dtype)
+    h0 = torch.randn(L * D, B, H, dtype=dtype)
+    state = (h0, torch.randn(L * D, B, H, dtype=dtype)) if mode == "LSTM" else h0
+    return reference, ours, x, state
+
+
+def _states(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+def _close(actual, expected):
+    torch.testing.assert_close(actual, expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=_ids)
+@pytest.mark.parametrize("fused", [1, 0], ids=["fused", "general"], indirect=True)
+def test_inference_matches_torch_nn(config, fused, threads):
+    reference, ours, x, state = _pair_and_inputs(config)
+    before = _fused_layers()
+    with torch.no_grad():
+        expected, expected_state = reference(x, state)
+        actual, actual_state = ours(x, state)
+    _close(actual, expected)
+    for a, e in zip(_states(actual_state), _states(expected_state)):
+        _close(a, e)
+    num_layers = config[5]
+    assert _fused_layers() - before == (num_layers if fused else 0)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=_ids)
+@pytest.mark.parametrize("fused", [1, 0], ids=["fused", "general"], indirect=True)
+def test_training_matches_torch_nn(config, fused, threads):
+    reference, ours, x, state = _pair_and_inputs(config)
+    inputs = []
+    for module in (reference, ours):
+        xi = x.clone().requires_grad_()
+        si = tuple(s.clone().requires_grad_() for s in _states(state))
+        inputs.append((xi, si))
+    before = _fused_layers()
+    outs = [
+        module(xi, si if len(si) == 2 else si[0])
+        for module, (xi, si) in zip((reference, ours), inputs)
+    ]
+    assert _fused_layers() - before == (config[5] if fused else 0)
+    weights = torch.randn_like(outs[0][0])
+    for (out, final), _ in zip(outs, inputs):
+        loss = (out * weights).sum()
+        for s in _states(final):
+            loss = loss + (s * s).sum()
+        loss.backward()
+    (ex, es), (ax, as_) = inputs
+    _close(outs[1][0], outs[0][0])
+    _close(ax.grad, ex.grad)
+    for a, e in zip(as_, es):
+        _close(a.grad, e.grad)
+    for (name, p), (_, q) in zip(ours.named_parameters(), reference.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize(
+    "why, config, extra, dtype, lengths",
+    [
+        ("batch 17", ("GRU", 5, 17, 4, 32, 1, False), {}, torch.float32, False),
+        ("projection", ("LSTM", 5, 2, 4, 32, 1, True), {"proj_size": 8},
+         torch.float32, False),
+        ("lengths", ("RNN_TANH", 5, 3, 4, 32, 2, False), {}, torch.float32, True),
+        ("float64", ("LSTM", 5, 2, 4, 32, 1, False), {}, torch.float64, False),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+@pytest.mark.parametrize("fused", [1], ids=["on"], indirect=True)
+def test_general_loop_where_the_fused_one_does_not_apply(
+        why, config, extra, dtype, lengths, fused):
+    reference, ours, x, state = _pair_and_inputs(config, dtype=dtype, **extra)
+    if extra.get("proj_size"):
+        mode, T, B, I, H, L, bidirectional = config
+        rows = L * (2 if bidirectional else 1)
+        state = (torch.randn(rows, B, extra["proj_size"], dtype=dtype), state[1])
+    before = _fused_layers()
+    with torch.no_grad():
+        if lengths:
+            T, B = x.shape[:2]
+            lens = torch.randint(1, T + 1, (B,))
+            lens[0] = T
+            actual, _ = ours(x, state, lengths=lens)
+            packed = torch.nn.utils.rnn.pack_padded_sequence(
+                x, lens, enforce_sorted=False)
+            expected, _ = reference(packed, state)
+            expected, _ = torch.nn.utils.rnn.pad_packed_sequence(
+                expected, total_length=T)
+        else:
+            expected, _ = reference(x, state)
+            actual, _ = ours(x, state)
+    assert _fused_layers() == before, why
+    torch.testing.assert_close(actual, expected, atol=ATOL, rtol=RTOL)
+
+
+def test_switch_returns_the_previous_value_and_checks_its_argument():
+    previous = torch.ops.deeprnn._cpu_fused_step(-1)
+    try:
+        assert torch.ops.deeprnn._cpu_fused_step(0) == previous
+        assert torch.ops.deeprnn._cpu_fused_step(-1) == 0
+        assert torch.ops.deeprnn._cpu_fused_step(1) == 0
+        assert torch.ops.deeprnn._cpu_fused_step(-1) == 1
+        with pytest.raises(RuntimeError, match=r"deeprnn\._cpu_fused_step: enable must be "
+                           r"-1 \(query\), 0 \(off\) or 1 \(on\), got 2"):
+            torch.ops.deeprnn._cpu_fused_step(2)
+        with pytest.raises(RuntimeError, match=r"deeprnn\._cpu_fused_step_layers: the "
+                           r"counts only grow, got add_forward = -1"):
+            torch.ops.deeprnn._cpu_fused_step_layers(-1, 0)
+    finally:
+        torch.ops.deeprnn._cpu_fused_step(previous)
+
+
+@pytest.mark.parametrize("value, expected", [(None, "1"), ("0", "0"), ("1", "1")])
+def test_environment_variable_sets_the_first_value(value, expected):
+    env = dict(os.environ)
+    env.pop("DEEPRNN_CPU_FUSED_STEP", None)
+    if value is not None:
+        env["DEEPRNN_CPU_FUSED_STEP"] = value
+    code = "import deeprnn, torch; print(torch.ops.deeprnn._cpu_fused_step())"
+    result = subprocess.run([sys.executable, "-c", code], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
