@@ -158,8 +158,8 @@ void for_each_row_range(int64_t resumed, int64_t rows, const F& f) {
 // region, a chunk of steps at a time, each thread its own gate columns
 // (W_ih's rows packed the same way); training's projection is one GEMM over
 // all steps before it, as in the general loop. No ATen call runs inside the
-// region. Float32, no projection, no lengths, batch <= kFusedMaxBatch; the
-// rest takes the general loop.
+// region. Float32, no projection, every sequence of length T (no lengths,
+// or all T), batch <= kFusedMaxBatch; the rest takes the general loop.
 
 // Above this batch the BLAS GEMM (MKL's packed one at 32 rows and more)
 // beats the register-tiled kernel.
@@ -214,12 +214,19 @@ std::vector<int64_t> cpu_fused_step_layers(
       counts[1].fetch_add(add_backward) + add_backward};
 }
 
+// Whether every sequence runs all T steps: no lengths, or lengths all T
+// (which must give the same bits as no lengths).
+bool every_step_full(const RNNConfig& cfg, const LengthsPlan* plan) {
+  return plan == nullptr || plan->sorted.empty() ||
+      plan->sorted.back() == cfg.seq_len;
+}
+
 // Whether the fused loop runs this layer.
 template <typename scalar_t>
 bool fused_step_applies(const RNNConfig& cfg, const LengthsPlan* plan) {
   return fused_step_switch().load(std::memory_order_relaxed) != 0 &&
-      std::is_same_v<scalar_t, float> && plan == nullptr && !cfg.has_proj &&
-      cfg.batch <= kFusedMaxBatch;
+      std::is_same_v<scalar_t, float> && !cfg.has_proj &&
+      cfg.batch <= kFusedMaxBatch && every_step_full(cfg, plan);
 }
 
 // Threads for the fused loop: at most torch's intra-op thread count (one

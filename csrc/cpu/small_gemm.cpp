@@ -18,6 +18,9 @@ constexpr int kBlockVectors = kBlockColumns / kLanes;
 // Batch rows per tile: 4 rows x 4 vectors = 16 accumulators, plus the 4
 // weight vectors of a k, fit AVX-512's 32 registers.
 constexpr int kTileRows = 4;
+// Depth per pass over the batch rows: a block's [128, 64] floats (32 KiB)
+// stay in the L1 cache while every row tile reads them.
+constexpr int64_t kDepthBlock = 128;
 
 // By reference: a 64-byte vector passed by value changes the calling
 // convention between the clones' instruction sets (GCC's -Wpsabi).
@@ -111,37 +114,40 @@ DEEPRNN_FLOAT_CLONES void panel_gemm_float(
     bool accumulate) {
   for (int64_t c0 = 0; c0 < cols; c0 += kBlockColumns) {
     const int64_t width = std::min(kBlockColumns, cols - c0);
-    const float* w = panel + c0 * depth; // block [depth, width]
     const int64_t vectors = width / kLanes;
-    for (int64_t b0 = 0; b0 < rows; b0 += kTileRows) {
-      const int64_t mb = std::min<int64_t>(kTileRows, rows - b0);
-      const float* ab = a + b0 * lda;
-      float* ob = out + b0 * ldo + c0;
-      switch (vectors) {
-        case 1:
-          tile_rows<1>(mb, depth, ab, lda, w, width, ob, ldo, accumulate);
-          break;
-        case 2:
-          tile_rows<2>(mb, depth, ab, lda, w, width, ob, ldo, accumulate);
-          break;
-        case 3:
-          tile_rows<3>(mb, depth, ab, lda, w, width, ob, ldo, accumulate);
-          break;
-        case kBlockVectors:
-          tile_rows<kBlockVectors>(
-              mb, depth, ab, lda, w, width, ob, ldo, accumulate);
-          break;
-        default:
-          break;
-      }
-      // The last block's columns past a multiple of 16, one at a time.
-      for (int64_t i = 0; i < mb; ++i) {
-        for (int64_t c = vectors * kLanes; c < width; ++c) {
-          float sum = 0.0f;
-          for (int64_t k = 0; k < depth; ++k) {
-            sum += ab[i * lda + k] * w[k * width + c];
+    for (int64_t k0 = 0; k0 < depth; k0 += kDepthBlock) {
+      const int64_t kd = std::min(kDepthBlock, depth - k0);
+      const float* w = panel + c0 * depth + k0 * width; // [kd, width]
+      const bool add = accumulate || k0 > 0;
+      for (int64_t b0 = 0; b0 < rows; b0 += kTileRows) {
+        const int64_t mb = std::min<int64_t>(kTileRows, rows - b0);
+        const float* ab = a + b0 * lda + k0;
+        float* ob = out + b0 * ldo + c0;
+        switch (vectors) {
+          case 1:
+            tile_rows<1>(mb, kd, ab, lda, w, width, ob, ldo, add);
+            break;
+          case 2:
+            tile_rows<2>(mb, kd, ab, lda, w, width, ob, ldo, add);
+            break;
+          case 3:
+            tile_rows<3>(mb, kd, ab, lda, w, width, ob, ldo, add);
+            break;
+          case kBlockVectors:
+            tile_rows<kBlockVectors>(mb, kd, ab, lda, w, width, ob, ldo, add);
+            break;
+          default:
+            break;
+        }
+        // The last block's columns past a multiple of 16, one at a time.
+        for (int64_t i = 0; i < mb; ++i) {
+          for (int64_t c = vectors * kLanes; c < width; ++c) {
+            float sum = 0.0f;
+            for (int64_t k = 0; k < kd; ++k) {
+              sum += ab[i * lda + k] * w[k * width + c];
+            }
+            ob[i * ldo + c] = add ? ob[i * ldo + c] + sum : sum;
           }
-          ob[i * ldo + c] = accumulate ? ob[i * ldo + c] + sum : sum;
         }
       }
     }

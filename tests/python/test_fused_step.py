@@ -1,9 +1,9 @@
 """The CPU's fused small-batch step (cpu/rnn_cpu.cpp, forward_steps_fused).
 
-float32 layers with batch <= 16, no projection and no lengths run their time
-loop in one parallel region: each thread owns a slice of the hidden units
-(W_hh's rows packed in its cache) and the threads meet at a barrier per
-step. Every other layer takes the general loop. These tests run both loops
+float32 layers with batch <= 16, no projection and every sequence of length
+T (no lengths, or lengths all T) run their time loop in one parallel region:
+each thread owns a slice of the hidden units (W_hh's rows packed in its
+cache) and the threads meet at a barrier per step. Every other layer takes the general loop. These tests run both loops
 on the same shapes, with one and two threads, against torch.nn (same
 weights), and check which loop ran with the private layer counter
 ``torch.ops.deeprnn._cpu_fused_step_layers``. The shapes cover a split of
@@ -138,6 +138,7 @@ def test_training_matches_torch_nn(config, fused, threads):
         ("projection", ("LSTM", 5, 2, 4, 32, 1, True), {"proj_size": 8},
          torch.float32, False),
         ("lengths", ("RNN_TANH", 5, 3, 4, 32, 2, False), {}, torch.float32, True),
+    ("lengths", ("LSTM", 5, 3, 4, 32, 1, True), {}, torch.float32, True),
         ("float64", ("LSTM", 5, 2, 4, 32, 1, False), {}, torch.float64, False),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
@@ -155,7 +156,7 @@ def test_general_loop_where_the_fused_one_does_not_apply(
         if lengths:
             T, B = x.shape[:2]
             lens = torch.randint(1, T + 1, (B,))
-            lens[0] = T
+            lens[0], lens[1] = T, 1  # variable: one full, one shorter
             actual, _ = ours(x, state, lengths=lens)
             packed = torch.nn.utils.rnn.pack_padded_sequence(
                 x, lens, enforce_sorted=False)
@@ -167,6 +168,20 @@ def test_general_loop_where_the_fused_one_does_not_apply(
             actual, _ = ours(x, state)
     assert _fused_layers() == before, why
     torch.testing.assert_close(actual, expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("fused", [1], ids=["on"], indirect=True)
+def test_lengths_all_t_run_fused_and_equal_no_lengths(fused):
+    config = ("GRU", 6, 4, 5, 32, 2, True)
+    _, ours, x, state = _pair_and_inputs(config)
+    full = torch.full((x.shape[1],), x.shape[0], dtype=torch.int64)
+    before = _fused_layers()
+    with torch.no_grad():
+        without, h_without = ours(x, state)
+        with_full, h_with = ours(x, state, lengths=full)
+    assert _fused_layers() - before == 2 * config[5]
+    assert torch.equal(with_full, without)
+    assert torch.equal(h_with, h_without)
 
 
 def test_switch_returns_the_previous_value_and_checks_its_argument():
