@@ -158,11 +158,12 @@ void for_each_row_range(int64_t resumed, int64_t rows, const F& f) {
 // region, a chunk of steps at a time, each thread its own gate columns
 // (W_ih's rows packed the same way); training's projection is one GEMM over
 // all steps before it, as in the general loop. No ATen call runs inside the
-// region. Float32, no projection, every sequence of length T (no lengths,
-// or all T), batch <= kFusedMaxBatch; the rest takes the general loop.
+// region. Float32, no projection, batch <= kFusedMaxBatch, with or without
+// lengths; the rest takes the general loop.
 
-// Above this batch the BLAS GEMM (MKL's packed one at 32 rows and more)
-// beats the register-tiled kernel.
+// Above this batch the general loop (MKL's packed GEMM from 32 rows) wins:
+// with the fused loop at batch 32 and 64 the LSTM inference of bench.py's
+// stacked-bi, deep and fastrnns rows was 5-20% slower on 2 threads.
 constexpr int64_t kFusedMaxBatch = 16;
 // Below this many multiply-adds per thread and step, a barrier costs more
 // than a second thread saves.
@@ -214,19 +215,12 @@ std::vector<int64_t> cpu_fused_step_layers(
       counts[1].fetch_add(add_backward) + add_backward};
 }
 
-// Whether every sequence runs all T steps: no lengths, or lengths all T
-// (which must give the same bits as no lengths).
-bool every_step_full(const RNNConfig& cfg, const LengthsPlan* plan) {
-  return plan == nullptr || plan->sorted.empty() ||
-      plan->sorted.back() == cfg.seq_len;
-}
-
 // Whether the fused loop runs this layer.
 template <typename scalar_t>
-bool fused_step_applies(const RNNConfig& cfg, const LengthsPlan* plan) {
+bool fused_step_applies(const RNNConfig& cfg) {
   return fused_step_switch().load(std::memory_order_relaxed) != 0 &&
       std::is_same_v<scalar_t, float> && !cfg.has_proj &&
-      cfg.batch <= kFusedMaxBatch && every_step_full(cfg, plan);
+      cfg.batch <= kFusedMaxBatch;
 }
 
 // Threads for the fused loop: at most torch's intra-op thread count (one
@@ -296,7 +290,7 @@ std::pair<int64_t, int64_t> unit_slice(
 // Forward
 
 // The time loop of forward_layer on the fused path (see above): the same
-// buffers and results as the general loop, minus the final states.
+// buffers and results as the general loop.
 template <typename ChunkStart, typename GateRows>
 void forward_steps_fused(
     const RNNConfig& cfg,
@@ -314,7 +308,10 @@ void forward_steps_fused(
     const Tensor& bias_x, // [D, G*H]
     const Tensor& bias_hn, // [D, H] (GRU)
     const Tensor& recurrent, // [D, B, G*H] scratch
-    const Tensor& cell_state) { // [B, D*H] (LSTM inference)
+    const Tensor& cell_state, // [B, D*H] (LSTM inference)
+    const Tensor& hy, // [L*D, B, P] out
+    const Tensor& cy, // [L*D, B, H] out (LSTM)
+    const LengthsPlan* plan) { // null without lengths
   const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
   const int64_t H = cfg.hidden_size, P = cfg.proj_size, G = cfg.gates;
   const int64_t I = layer_input.size(2);
@@ -366,6 +363,12 @@ void forward_steps_fused(
   float* const state_ptr =
       cell_state.defined() ? cell_state.data_ptr<float>() : nullptr;
   const int64_t y_row = D * P, cell_row = D * H;
+  float* const hy_ptr = hy.data_ptr<float>();
+  float* const cy_ptr = cfg.mode == Mode::LSTM ? cy.data_ptr<float>() : nullptr;
+  // Rows still running at step t (a prefix of the sorted batch).
+  auto active = [&](int64_t t) {
+    return plan != nullptr ? plan->active[t] : (t < T ? B : 0);
+  };
 
   run_team(fused_team_size(cfg), [&](int64_t thread, int64_t team) {
     const auto [j0, j1] = unit_slice(H, thread, team);
@@ -424,77 +427,115 @@ void forward_steps_fused(
                 false);
           }
         }
-        const cpu::Rows<const float> h_prev = step == 0
-            ? w.h_initial
-            : cpu::Rows<const float>{y_ptr + t_prev * B * y_row + d * P, y_row};
-        float* const rec = recurrent_ptr + d * B * G * H + j0;
-        for (int64_t g = 0; g < G; ++g) {
-          cpu::panel_gemm(
-              B,
-              units,
-              P,
-              h_prev.data,
-              h_prev.stride,
-              hh_panel(d, g),
-              rec + g * H,
-              G * H,
-              false);
+        // As in the general loop (see direction_step in forward_layer):
+        // rows [0, rows) run at t, [0, resumed) from the previous step, the
+        // rest from the initial state; [finished, rows) end here. Each
+        // thread does all of it on its own columns.
+        const int64_t rows = active(t);
+        const int64_t resumed = step == 0 ? 0 : std::min(rows, active(t_prev));
+        const int64_t finished =
+            d == 0 ? active(t + 1) : (step == T - 1 ? 0 : rows);
+        const cpu::Rows<float> h_out =
+            cpu::Rows<float>{y_ptr + t * B * y_row + d * P, y_row}.columns(j0);
+        const cpu::Rows<float> cells_t = cells_ptr != nullptr
+            ? cpu::Rows<float>{cells_ptr + t * B * cell_row + d * H, cell_row}
+                  .columns(j0)
+            : cpu::Rows<float>{};
+        // Finished sequences output zeros, and keep zeros in the reserve.
+        for (int64_t b = rows; b < B; ++b) {
+          std::fill_n(h_out.row(b), units, 0.0f);
+          if (cells_t) {
+            std::fill_n(cells_t.row(b), units, 0.0f);
+          }
         }
+        if (rows == 0) {
+          continue;
+        }
+        const cpu::Rows<const float> h_resumed = resumed > 0
+            ? cpu::Rows<const float>{y_ptr + t_prev * B * y_row + d * P, y_row}
+            : cpu::Rows<const float>{};
+        auto h_source = [&](bool from_initial) {
+          return from_initial ? w.h_initial : h_resumed;
+        };
+        float* const rec = recurrent_ptr + d * B * G * H + j0;
+        for_each_row_range(
+            resumed, rows, [&](int64_t begin, int64_t end, bool from_initial) {
+              const cpu::Rows<const float> h_prev =
+                  h_source(from_initial).from(begin);
+              for (int64_t g = 0; g < G; ++g) {
+                cpu::panel_gemm(
+                    end - begin,
+                    units,
+                    P,
+                    h_prev.data,
+                    h_prev.stride,
+                    hh_panel(d, g),
+                    rec + begin * G * H + g * H,
+                    G * H,
+                    false);
+              }
+            });
 
         const cpu::Rows<float> step_gates = gate_rows(t, d).columns(j0);
         const cpu::Rows<const float> step_recurrent{rec, G * H};
         const float* bias = bias_ptr + d * G * H + j0;
-        const cpu::Rows<float> h_out =
-            cpu::Rows<float>{y_ptr + t * B * y_row + d * P, y_row}.columns(j0);
-        switch (cfg.mode) {
-          case Mode::LSTM: {
-            cpu::Rows<const float> c_prev;
-            cpu::Rows<float> c_out;
-            if (cells_ptr != nullptr) {
-              c_out = {cells_ptr + t * B * cell_row + d * H, cell_row};
-              c_prev = {cells_ptr + t_prev * B * cell_row + d * H, cell_row};
-            } else {
-              c_out = {state_ptr + d * H, cell_row};
-              c_prev = cpu::as_const(c_out);
-            }
-            if (step == 0) {
-              c_prev = w.c_initial;
-            }
-            cpu::lstm_cell_forward<float>(
-                B,
-                units,
-                H,
-                step_gates,
-                step_recurrent,
-                bias,
-                c_prev.columns(j0),
-                c_out.columns(j0),
-                h_out);
-            break;
-          }
-          case Mode::GRU: {
-            const cpu::Rows<float> hn_out = cells_ptr != nullptr
+        // The cell state c_t (LSTM): the reserve's in training, else the
+        // running state, updated in place.
+        cpu::Rows<float> c_out;
+        cpu::Rows<const float> c_resumed;
+        if (cfg.mode == Mode::LSTM) {
+          c_out = cells_t
+              ? cells_t
+              : cpu::Rows<float>{state_ptr + d * H, cell_row}.columns(j0);
+          if (resumed > 0) {
+            c_resumed = cells_t
                 ? cpu::Rows<
-                      float>{cells_ptr + t * B * cell_row + d * H, cell_row}
+                      const float>{cells_ptr + t_prev * B * cell_row + d * H, cell_row}
                       .columns(j0)
-                : cpu::Rows<float>{};
-            cpu::gru_cell_forward<float>(
-                B,
-                units,
-                H,
-                step_gates,
-                step_recurrent,
-                bias,
-                b_hn_ptr + d * H + j0,
-                h_prev.columns(j0),
-                hn_out,
-                h_out);
-            break;
+                : cpu::as_const(c_out);
           }
+        }
+        switch (cfg.mode) {
+          case Mode::LSTM:
+            for_each_row_range(
+                resumed,
+                rows,
+                [&](int64_t begin, int64_t end, bool from_initial) {
+                  cpu::lstm_cell_forward<float>(
+                      end - begin,
+                      units,
+                      H,
+                      step_gates.from(begin),
+                      step_recurrent.from(begin),
+                      bias,
+                      (from_initial ? w.c_initial.columns(j0) : c_resumed)
+                          .from(begin),
+                      c_out.from(begin),
+                      h_out.from(begin));
+                });
+            break;
+          case Mode::GRU:
+            for_each_row_range(
+                resumed,
+                rows,
+                [&](int64_t begin, int64_t end, bool from_initial) {
+                  cpu::gru_cell_forward<float>(
+                      end - begin,
+                      units,
+                      H,
+                      step_gates.from(begin),
+                      step_recurrent.from(begin),
+                      bias,
+                      b_hn_ptr + d * H + j0,
+                      h_source(from_initial).columns(j0).from(begin),
+                      cells_t.from(begin),
+                      h_out.from(begin));
+                });
+            break;
           case Mode::RNN_TANH:
           case Mode::RNN_RELU:
             cpu::rnn_cell_forward<float>(
-                B,
+                rows,
                 units,
                 relu,
                 cpu::as_const(step_gates),
@@ -502,6 +543,17 @@ void forward_steps_fused(
                 bias,
                 h_out);
             break;
+        }
+        // The final states of the sequences that end here.
+        for (int64_t b = finished; b < rows; ++b) {
+          std::copy_n(
+              h_out.row(b), units, hy_ptr + ((layer * D + d) * B + b) * P + j0);
+          if (cfg.mode == Mode::LSTM) {
+            std::copy_n(
+                c_out.row(b),
+                units,
+                cy_ptr + ((layer * D + d) * B + b) * H + j0);
+          }
         }
       }
       // Every thread reads all of h_t at the next step.
@@ -603,7 +655,7 @@ void forward_layer(
         gates_ptr + (d * chunk_steps + offset) * B * G * H, G * H};
   };
 
-  if (fused_step_applies<scalar_t>(cfg, plan)) {
+  if (fused_step_applies<scalar_t>(cfg)) {
     if constexpr (std::is_same_v<scalar_t, float>) {
       forward_steps_fused(
           cfg,
@@ -621,19 +673,11 @@ void forward_layer(
           bias_x,
           bias_hn,
           recurrent,
-          cell_state);
+          cell_state,
+          hy,
+          cy,
+          plan);
       fused_step_layer_counts()[0].fetch_add(1);
-    }
-    for (const auto d : c10::irange(D)) {
-      // The last step of direction d holds its final state.
-      const int64_t t_last = d == 0 ? T - 1 : 0;
-      hy.select(0, layer * D + d)
-          .copy_(y.select(0, t_last).narrow(1, d * P, P));
-      if (cfg.mode == Mode::LSTM) {
-        const Tensor& c_all =
-            saved.cells.defined() ? saved.cells.select(0, t_last) : cell_state;
-        cy.select(0, layer * D + d).copy_(c_all.narrow(1, d * H, H));
-      }
     }
     return;
   }

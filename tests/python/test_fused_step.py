@@ -1,16 +1,17 @@
 """The CPU's fused small-batch step (cpu/rnn_cpu.cpp, forward_steps_fused).
 
-float32 layers with batch <= 16, no projection and every sequence of length
-T (no lengths, or lengths all T) run their time loop in one parallel region:
-each thread owns a slice of the hidden units (W_hh's rows packed in its
-cache) and the threads meet at a barrier per step. Every other layer takes the general loop. These tests run both loops
-on the same shapes, with one and two threads, against torch.nn (same
-weights), and check which loop ran with the private layer counter
+float32 layers with batch <= 16 and no projection (with or without lengths)
+run their time loop in one parallel region: each thread owns a slice of the
+hidden units (W_hh's rows packed in its cache) and the threads meet at a
+barrier per step. Every other layer takes the general loop. These tests run
+both loops on the same shapes, with one and two threads, against torch.nn
+(same weights), and check which loop ran with the private layer counter
 ``torch.ops.deeprnn._cpu_fused_step_layers``. The shapes cover a split of
 the units into 16-unit blocks that is even and uneven, hidden sizes that are
 not a multiple of 16 (the kernel's scalar columns), a team of one (too little
 work to share), and inference sequences longer than one projection chunk in
-both directions.
+both directions; each with and without variable lengths (one sequence of
+length T, one of length 1, the rest random), against torch.nn's packed path.
 """
 
 import os
@@ -86,14 +87,44 @@ def _close(actual, expected):
     torch.testing.assert_close(actual, expected, atol=ATOL, rtol=RTOL)
 
 
+def _lengths(config, kind):
+    """None, or int64 lengths in 1..T with one full and one of length 1."""
+    if kind is None:
+        return None
+    T, B = config[1], config[2]
+    generator = torch.Generator().manual_seed(T * 100 + B)
+    lengths = torch.randint(1, T + 1, (B,), generator=generator)
+    lengths[0] = T
+    if B > 1:
+        lengths[-1] = 1
+    return lengths
+
+
+def _run(module, x, state, lengths, reference):
+    """(output, state) of module; torch.nn takes lengths through packing."""
+    if lengths is None:
+        return module(x, state)
+    if not reference:
+        return module(x, state, lengths=lengths)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    out, final = module(packed, state)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=x.shape[0])
+    return out, final
+
+
+LENGTHS = pytest.mark.parametrize("lengths", [None, "variable"], ids=["full", "lengths"])
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=_ids)
+@LENGTHS
 @pytest.mark.parametrize("fused", [1, 0], ids=["fused", "general"], indirect=True)
-def test_inference_matches_torch_nn(config, fused, threads):
+def test_inference_matches_torch_nn(config, lengths, fused, threads):
     reference, ours, x, state = _pair_and_inputs(config)
+    lens = _lengths(config, lengths)
     before = _fused_layers()
     with torch.no_grad():
-        expected, expected_state = reference(x, state)
-        actual, actual_state = ours(x, state)
+        expected, expected_state = _run(reference, x, state, lens, True)
+        actual, actual_state = _run(ours, x, state, lens, False)
     _close(actual, expected)
     for a, e in zip(_states(actual_state), _states(expected_state)):
         _close(a, e)
@@ -102,9 +133,11 @@ def test_inference_matches_torch_nn(config, fused, threads):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_ids)
+@LENGTHS
 @pytest.mark.parametrize("fused", [1, 0], ids=["fused", "general"], indirect=True)
-def test_training_matches_torch_nn(config, fused, threads):
+def test_training_matches_torch_nn(config, lengths, fused, threads):
     reference, ours, x, state = _pair_and_inputs(config)
+    lens = _lengths(config, lengths)
     inputs = []
     for module in (reference, ours):
         xi = x.clone().requires_grad_()
@@ -112,12 +145,12 @@ def test_training_matches_torch_nn(config, fused, threads):
         inputs.append((xi, si))
     before = _fused_layers()
     outs = [
-        module(xi, si if len(si) == 2 else si[0])
+        _run(module, xi, si if len(si) == 2 else si[0], lens, module is reference)
         for module, (xi, si) in zip((reference, ours), inputs)
     ]
     assert _fused_layers() - before == (config[5] if fused else 0)
     weights = torch.randn_like(outs[0][0])
-    for (out, final), _ in zip(outs, inputs):
+    for out, final in outs:
         loss = (out * weights).sum()
         for s in _states(final):
             loss = loss + (s * s).sum()
@@ -137,8 +170,8 @@ def test_training_matches_torch_nn(config, fused, threads):
         ("batch 17", ("GRU", 5, 17, 4, 32, 1, False), {}, torch.float32, False),
         ("projection", ("LSTM", 5, 2, 4, 32, 1, True), {"proj_size": 8},
          torch.float32, False),
-        ("lengths", ("RNN_TANH", 5, 3, 4, 32, 2, False), {}, torch.float32, True),
-    ("lengths", ("LSTM", 5, 3, 4, 32, 1, True), {}, torch.float32, True),
+        ("projection with lengths", ("LSTM", 5, 3, 4, 32, 1, True),
+         {"proj_size": 8}, torch.float32, True),
         ("float64", ("LSTM", 5, 2, 4, 32, 1, False), {}, torch.float64, False),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
@@ -152,20 +185,10 @@ def test_general_loop_where_the_fused_one_does_not_apply(
         rows = L * (2 if bidirectional else 1)
         state = (torch.randn(rows, B, extra["proj_size"], dtype=dtype), state[1])
     before = _fused_layers()
+    lens = _lengths(config, "variable" if lengths else None)
     with torch.no_grad():
-        if lengths:
-            T, B = x.shape[:2]
-            lens = torch.randint(1, T + 1, (B,))
-            lens[0], lens[1] = T, 1  # variable: one full, one shorter
-            actual, _ = ours(x, state, lengths=lens)
-            packed = torch.nn.utils.rnn.pack_padded_sequence(
-                x, lens, enforce_sorted=False)
-            expected, _ = reference(packed, state)
-            expected, _ = torch.nn.utils.rnn.pad_packed_sequence(
-                expected, total_length=T)
-        else:
-            expected, _ = reference(x, state)
-            actual, _ = ours(x, state)
+        expected, _ = _run(reference, x, state, lens, True)
+        actual, _ = _run(ours, x, state, lens, False)
     assert _fused_layers() == before, why
     torch.testing.assert_close(actual, expected, atol=ATOL, rtol=RTOL)
 
