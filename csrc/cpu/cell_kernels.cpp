@@ -102,6 +102,7 @@ DEEPRNN_INLINE void lstm_backward_rows(
     int64_t b0,
     int64_t b1,
     int64_t hidden,
+    int64_t gate_stride,
     Rows<const scalar_t> gates,
     Rows<const scalar_t> c,
     Rows<const scalar_t> c_prev,
@@ -126,17 +127,17 @@ DEEPRNN_INLINE void lstm_backward_rows(
       const acc_t dh_total = acc_t(dhr[j]) + carry_scale * acc_t(carry[j]);
       const auto out = cell::lstm_backward<acc_t, FastMath>(
           g[j],
-          g[hidden + j],
-          g[2 * hidden + j],
-          g[3 * hidden + j],
+          g[gate_stride + j],
+          g[2 * gate_stride + j],
+          g[3 * gate_stride + j],
           ct[j],
           cp[j],
           dh_total,
           dcr[j]);
       dg[j] = out.di;
-      dg[hidden + j] = out.df;
-      dg[2 * hidden + j] = out.dg;
-      dg[3 * hidden + j] = out.do_;
+      dg[gate_stride + j] = out.df;
+      dg[2 * gate_stride + j] = out.dg;
+      dg[3 * gate_stride + j] = out.do_;
       dcr[j] = out.dc_prev;
     }
   }
@@ -146,6 +147,7 @@ DEEPRNN_FLOAT_CLONES void lstm_backward_rows_float(
     int64_t b0,
     int64_t b1,
     int64_t hidden,
+    int64_t gate_stride,
     Rows<const float> gates,
     Rows<const float> c,
     Rows<const float> c_prev,
@@ -154,7 +156,7 @@ DEEPRNN_FLOAT_CLONES void lstm_backward_rows_float(
     Rows<float> dc,
     Rows<float> dgates) {
   lstm_backward_rows<float>(
-      b0, b1, hidden, gates, c, c_prev, dh, dh_carry, dc, dgates);
+      b0, b1, hidden, gate_stride, gates, c, c_prev, dh, dh_carry, dc, dgates);
 }
 
 template <typename scalar_t>
@@ -307,6 +309,7 @@ template <typename scalar_t>
 void lstm_cell_backward(
     int64_t batch,
     int64_t hidden,
+    int64_t gate_stride,
     Rows<const scalar_t> gates,
     Rows<const scalar_t> c,
     Rows<const scalar_t> c_prev,
@@ -318,10 +321,30 @@ void lstm_cell_backward(
       0, batch, grain_rows(4 * hidden), [&](int64_t b0, int64_t b1) {
         if constexpr (std::is_same_v<scalar_t, float>) {
           lstm_backward_rows_float(
-              b0, b1, hidden, gates, c, c_prev, dh, dh_carry, dc, dgates);
+              b0,
+              b1,
+              hidden,
+              gate_stride,
+              gates,
+              c,
+              c_prev,
+              dh,
+              dh_carry,
+              dc,
+              dgates);
         } else {
           lstm_backward_rows<scalar_t>(
-              b0, b1, hidden, gates, c, c_prev, dh, dh_carry, dc, dgates);
+              b0,
+              b1,
+              hidden,
+              gate_stride,
+              gates,
+              c,
+              c_prev,
+              dh,
+              dh_carry,
+              dc,
+              dgates);
         }
       });
 }
@@ -374,6 +397,7 @@ template <typename scalar_t>
 void gru_cell_backward(
     int64_t batch,
     int64_t hidden,
+    int64_t gate_stride,
     Rows<const scalar_t> gates,
     Rows<const scalar_t> hn,
     Rows<const scalar_t> h_prev,
@@ -399,17 +423,17 @@ void gru_cell_backward(
                 acc_t(dhr[j]) + (carry ? acc_t(carry[j]) : acc_t(0));
             const auto out = cell::gru_backward<acc_t>(
                 g[j],
-                g[hidden + j],
-                g[2 * hidden + j],
+                g[gate_stride + j],
+                g[2 * gate_stride + j],
                 hnr[j],
                 hp[j],
                 dh_total);
             dgx[j] = out.dr;
-            dgx[hidden + j] = out.dz;
-            dgx[2 * hidden + j] = out.dn_x;
+            dgx[gate_stride + j] = out.dz;
+            dgx[2 * gate_stride + j] = out.dn_x;
             dgh[j] = out.dr;
-            dgh[hidden + j] = out.dz;
-            dgh[2 * hidden + j] = out.dn_h;
+            dgh[gate_stride + j] = out.dz;
+            dgh[2 * gate_stride + j] = out.dn_h;
             dhp[j] = out.dh_prev;
           }
         }
@@ -495,6 +519,7 @@ void add_rows(
   template void lstm_cell_backward<T>( \
       int64_t,                         \
       int64_t,                         \
+      int64_t,                         \
       Rows<const T>,                   \
       Rows<const T>,                   \
       Rows<const T>,                   \
@@ -514,6 +539,7 @@ void add_rows(
       Rows<T>,                         \
       Rows<T>);                        \
   template void gru_cell_backward<T>(  \
+      int64_t,                         \
       int64_t,                         \
       int64_t,                         \
       Rows<const T>,                   \

@@ -5,9 +5,9 @@
 // Matrices are row-strided views so that kernels read and write straight
 // into slices of the layer buffers (no copies in the time loop).
 //
-// The forward kernels take the `hidden` units [0, hidden) of a gate block
-// whose gates lie `gate_stride` columns apart: gate_stride = hidden for a
-// whole layer; the fused small-batch step passes a thread's slice of units
+// The LSTM and GRU kernels take the `hidden` units [0, hidden) of gate
+// blocks whose gates lie `gate_stride` columns apart: gate_stride = hidden for
+// a whole layer; the fused small-batch step passes a thread's slice of units
 // (pointers offset to its first unit, gate_stride = H).
 
 #include <cstdint>
@@ -57,6 +57,7 @@ template <typename scalar_t>
 void lstm_cell_backward(
     int64_t batch,
     int64_t hidden,
+    int64_t gate_stride,
     Rows<const scalar_t> gates, // [B, 4H] activations i, f, g, o
     Rows<const scalar_t> c, // [B, H] c_t
     Rows<const scalar_t> c_prev, // [B, H] c_{t-1}
@@ -82,6 +83,7 @@ template <typename scalar_t>
 void gru_cell_backward(
     int64_t batch,
     int64_t hidden,
+    int64_t gate_stride,
     Rows<const scalar_t> gates, // [B, 3H] r, z, n
     Rows<const scalar_t> hn, // [B, H] gh_n + b_hn
     Rows<const scalar_t> h_prev, // [B, H]

@@ -860,6 +860,227 @@ void forward_layer(
 // ---------------------------------------------------------------------------
 // Backward
 
+// The time loop of backward_layer on the fused path (see the fused forward
+// above): per step, each thread runs the cell backward on its own units
+// (their columns of dG_x, dG_h, dc and the carry), then, after one barrier
+// (the recurrent product needs every unit's dG_h), computes its columns of
+// dh_{t-1} = dG_h W_hh with W_hh's columns for its units packed in its
+// cache. The same buffers and results as the general loop.
+void backward_steps_fused(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const Tensor& y, // [T, B, D*P] the layer's output
+    const Tensor& h0, // [L*D, B, P]
+    const Tensor& c0, // [L*D, B, H] (LSTM)
+    const LayerReserve& saved,
+    const Tensor& dy, // [T, B, D*P]
+    const Tensor& dgates_x, // [T, B, D*G*H] out
+    const Tensor& dgates_h, // [T, B, D*G*H] out (GRU; else dgates_x)
+    const Tensor& dh_carry, // [D, B, P] in: dhy; out: dh0
+    const Tensor& dc_carry, // [D, B, H] in: dcy; out: dc0 (LSTM)
+    const LengthsPlan* plan) { // null without lengths
+  const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
+  const int64_t H = cfg.hidden_size, P = cfg.proj_size, G = cfg.gates;
+  const bool relu = cfg.mode == Mode::RNN_RELU;
+  const bool gru = cfg.mode == Mode::GRU;
+
+  // Every pointer the region needs, taken before it (no ATen inside).
+  struct Direction {
+    const float* w_hh; // [G*H, P]
+    int64_t w_hh_rows, w_hh_cols; // strides
+    cpu::Rows<const float> h_initial; // [B, P]
+    cpu::Rows<const float> c_initial; // [B, H] (LSTM)
+  };
+  std::vector<Direction> dirs(D);
+  for (const auto d : c10::irange(D)) {
+    const Tensor& w_hh = cells[layer * D + d].w_hh;
+    const Tensor h_init = h0.select(0, layer * D + d);
+    dirs[d] = {
+        w_hh.data_ptr<float>(),
+        w_hh.stride(0),
+        w_hh.stride(1),
+        {h_init.data_ptr<float>(), h_init.stride(0)},
+        {}};
+    if (cfg.mode == Mode::LSTM) {
+      const Tensor c_init = c0.select(0, layer * D + d);
+      dirs[d].c_initial = {c_init.data_ptr<float>(), c_init.stride(0)};
+    }
+  }
+  // A thread's packed W_hh columns (depth G*H) per direction, laid out by
+  // unit as in the forward.
+  Tensor panels = at::empty({D * G * H * P}, y.options());
+  float* const panels_ptr = panels.data_ptr<float>();
+  const float* const y_ptr = y.data_ptr<float>();
+  const float* const dy_ptr = dy.data_ptr<float>();
+  // RNN keeps no gates (its backward needs only h_t).
+  const float* const gates_ptr =
+      saved.gates.defined() ? saved.gates.data_ptr<float>() : nullptr;
+  const float* const cells_ptr =
+      saved.cells.defined() ? saved.cells.data_ptr<float>() : nullptr;
+  float* const dgx_ptr = dgates_x.data_ptr<float>();
+  float* const dgh_ptr = dgates_h.data_ptr<float>();
+  float* const carry_ptr = dh_carry.data_ptr<float>();
+  float* const dc_ptr =
+      dc_carry.defined() ? dc_carry.data_ptr<float>() : nullptr;
+  const int64_t gate_row = D * G * H, y_row = D * P, cell_row = D * H;
+  // Rows still running at step t (a prefix of the sorted batch).
+  auto active = [&](int64_t t) {
+    return plan != nullptr ? plan->active[t] : (t < T ? B : 0);
+  };
+
+  run_team(fused_team_size(cfg), [&](int64_t thread, int64_t team) {
+    const auto [j0, j1] = unit_slice(H, thread, team);
+    const int64_t units = j1 - j0;
+    float* const mine = panels_ptr + D * G * H * j0;
+    auto panel = [&](int64_t d) { return mine + d * G * H * units; };
+    for (int64_t d = 0; d < D && units > 0; ++d) {
+      const Direction& w = dirs[d];
+      // Column j of W_hh is row j of the panel's matrix, depth G*H.
+      cpu::pack_panel(
+          units,
+          G * H,
+          w.w_hh + j0 * w.w_hh_cols,
+          w.w_hh_cols,
+          w.w_hh_rows,
+          panel(d));
+    }
+
+    for (int64_t step = 0; step < T; ++step) {
+      // Backward visits the steps in the opposite order of forward.
+      auto time_of = [&](int64_t d) { return d == 0 ? T - 1 - step : step; };
+      for (int64_t d = 0; d < D && units > 0; ++d) {
+        const Direction& w = dirs[d];
+        const int64_t t = time_of(d);
+        const bool first_in_forward = d == 0 ? t == 0 : t == T - 1;
+        const int64_t t_prev = d == 0 ? t - 1 : t + 1;
+        const int64_t rows = active(t);
+        const int64_t resumed =
+            first_in_forward ? 0 : std::min(rows, active(t_prev));
+        const cpu::Rows<float> dgx_t =
+            cpu::Rows<float>{dgx_ptr + t * B * gate_row + d * G * H, gate_row}
+                .columns(j0);
+        const cpu::Rows<float> dgh_t =
+            cpu::Rows<float>{dgh_ptr + t * B * gate_row + d * G * H, gate_row}
+                .columns(j0);
+        // Finished sequences get no gradient (the weight-gradient GEMMs
+        // after the loop read every row).
+        for (int64_t b = rows; b < B; ++b) {
+          for (int64_t g = 0; g < G; ++g) {
+            std::fill_n(dgx_t.row(b) + g * H, units, 0.0f);
+            std::fill_n(dgh_t.row(b) + g * H, units, 0.0f);
+          }
+        }
+        if (rows == 0) {
+          continue;
+        }
+        const cpu::Rows<float> carry =
+            cpu::Rows<float>{carry_ptr + d * B * P, P}.columns(j0);
+        const cpu::Rows<const float> dy_t =
+            cpu::Rows<const float>{dy_ptr + t * B * y_row + d * P, y_row}
+                .columns(j0);
+        const cpu::Rows<const float> gates_t = gates_ptr != nullptr
+            ? cpu::Rows<
+                  const float>{gates_ptr + t * B * gate_row + d * G * H, gate_row}
+                  .columns(j0)
+            : cpu::Rows<const float>{};
+        auto cells_at = [&](int64_t time) {
+          return cpu::Rows<const float>{
+              cells_ptr + time * B * cell_row + d * H, cell_row}
+              .columns(j0);
+        };
+        switch (cfg.mode) {
+          case Mode::LSTM: {
+            const cpu::Rows<const float> c_resumed =
+                resumed > 0 ? cells_at(t_prev) : cpu::Rows<const float>{};
+            const cpu::Rows<float> dc =
+                cpu::Rows<float>{dc_ptr + d * B * H, H}.columns(j0);
+            for_each_row_range(
+                resumed,
+                rows,
+                [&](int64_t begin, int64_t end, bool from_initial) {
+                  cpu::lstm_cell_backward<float>(
+                      end - begin,
+                      units,
+                      H,
+                      gates_t.from(begin),
+                      cells_at(t).from(begin),
+                      (from_initial ? w.c_initial.columns(j0) : c_resumed)
+                          .from(begin),
+                      dy_t.from(begin),
+                      cpu::as_const(carry).from(begin),
+                      dc.from(begin),
+                      dgx_t.from(begin));
+                });
+            break;
+          }
+          case Mode::GRU: {
+            const cpu::Rows<const float> h_resumed = resumed > 0
+                ? cpu::Rows<
+                      const float>{y_ptr + t_prev * B * y_row + d * P, y_row}
+                      .columns(j0)
+                : cpu::Rows<const float>{};
+            // Writes the direct part z * dh into the carry; the recurrent
+            // product below adds the part through W_hh.
+            for_each_row_range(
+                resumed,
+                rows,
+                [&](int64_t begin, int64_t end, bool from_initial) {
+                  cpu::gru_cell_backward<float>(
+                      end - begin,
+                      units,
+                      H,
+                      gates_t.from(begin),
+                      cells_at(t).from(begin),
+                      (from_initial ? w.h_initial.columns(j0) : h_resumed)
+                          .from(begin),
+                      dy_t.from(begin),
+                      cpu::as_const(carry).from(begin),
+                      dgx_t.from(begin),
+                      dgh_t.from(begin),
+                      carry.from(begin));
+                });
+            break;
+          }
+          case Mode::RNN_TANH:
+          case Mode::RNN_RELU:
+            cpu::rnn_cell_backward<float>(
+                rows,
+                units,
+                relu,
+                cpu::Rows<const float>{y_ptr + t * B * y_row + d * P, y_row}
+                    .columns(j0),
+                dy_t,
+                cpu::as_const(carry),
+                dgx_t);
+            break;
+        }
+      }
+      // The recurrent product reads every thread's dG_h of this step.
+      team_barrier(team);
+      for (int64_t d = 0; d < D && units > 0; ++d) {
+        const int64_t t = time_of(d);
+        const int64_t rows = active(t);
+        if (rows == 0) {
+          continue;
+        }
+        // dh_{t-1} = dG_h W_hh on the running rows; GRU's carry already
+        // holds the direct part: accumulate onto it.
+        cpu::panel_gemm(
+            rows,
+            units,
+            G * H,
+            dgh_ptr + t * B * gate_row + d * G * H,
+            gate_row,
+            panel(d),
+            carry_ptr + d * B * P + j0,
+            P,
+            gru);
+      }
+    }
+  });
+}
+
 template <typename scalar_t>
 void backward_layer(
     const RNNConfig& cfg,
@@ -918,8 +1139,32 @@ void backward_layer(
         buffer.data_ptr<scalar_t>() + (t * B) * row + d * width, row};
   };
 
+  // The fused loop (float, small batches) replaces the time loop below.
+  const bool fused = fused_step_applies<scalar_t>(cfg);
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (fused) {
+      backward_steps_fused(
+          cfg,
+          cells,
+          layer,
+          y,
+          h0,
+          c0,
+          saved,
+          dy,
+          dgates_x,
+          dgates_h,
+          dh_carry,
+          dc_carry,
+          plan);
+      fused_step_layer_counts()[1].fetch_add(1);
+    }
+  }
+
   // dh_{t-1} = dG_t W_hh: W_hh packed once for all T steps (MKL, float).
-  const auto packed_hh = packed_weights<scalar_t>(cfg, cells, layer, false);
+  const auto packed_hh = fused
+      ? std::vector<std::optional<cpu::PackedWeight>>(D)
+      : packed_weights<scalar_t>(cfg, cells, layer, false);
 
   // Rows still running at step t (a prefix of the sorted batch).
   auto active = [&](int64_t t) {
@@ -993,6 +1238,7 @@ void backward_layer(
           cpu::lstm_cell_backward<scalar_t>(
               end - begin,
               H,
+              H,
               gates_t.from(begin),
               c_t.from(begin),
               (from_initial ? c_initial : c_resumed).from(begin),
@@ -1011,6 +1257,7 @@ void backward_layer(
         for_each_range([&](int64_t begin, int64_t end, bool from_initial) {
           cpu::gru_cell_backward<scalar_t>(
               end - begin,
+              H,
               H,
               gates_t.from(begin),
               hn_t.from(begin),
@@ -1048,7 +1295,7 @@ void backward_layer(
       at::cpu::mm_out(carry_active, dgh_step, p.w_hh);
     }
   };
-  for (const auto step : c10::irange(T)) {
+  for (const auto step : c10::irange(fused ? 0 : T)) {
     for_each_direction(D, [&](int64_t d) { direction_step(step, d); });
   }
 

@@ -3,7 +3,9 @@
 float32 layers with batch <= 16 and no projection (with or without lengths)
 run their time loop in one parallel region: each thread owns a slice of the
 hidden units (W_hh's rows packed in its cache) and the threads meet at a
-barrier per step. Every other layer takes the general loop. These tests run
+barrier per step (backward: two phases per step, the cell backward on the
+thread's units, a barrier, then its columns of dG_h W_hh). Every other layer
+takes the general loop. These tests run
 both loops on the same shapes, with one and two threads, against torch.nn
 (same weights), and check which loop ran with the private layer counter
 ``torch.ops.deeprnn._cpu_fused_step_layers``. The shapes cover a split of
@@ -48,6 +50,11 @@ def _ids(config):
 def _fused_layers():
     forward, _ = torch.ops.deeprnn._cpu_fused_step_layers()
     return forward
+
+
+def _fused_backward_layers():
+    _, backward = torch.ops.deeprnn._cpu_fused_step_layers()
+    return backward
 
 
 @pytest.fixture
@@ -150,11 +157,13 @@ def test_training_matches_torch_nn(config, lengths, fused, threads):
     ]
     assert _fused_layers() - before == (config[5] if fused else 0)
     weights = torch.randn_like(outs[0][0])
+    before = _fused_backward_layers()
     for out, final in outs:
         loss = (out * weights).sum()
         for s in _states(final):
             loss = loss + (s * s).sum()
         loss.backward()
+    assert _fused_backward_layers() - before == (config[5] if fused else 0)
     (ex, es), (ax, as_) = inputs
     _close(outs[1][0], outs[0][0])
     _close(ax.grad, ex.grad)
