@@ -11,6 +11,12 @@
 // Backward keeps only dh_{t-1} = dG_t W_hh in the loop; the weight gradients
 // are GEMMs over all steps after it. Buffers are allocated per layer, never
 // inside the time loop (the loop only takes views).
+//
+// Small float32 batches take a second time loop, the fused step (below):
+// the whole loop in one parallel region, each thread owning a slice of the
+// hidden units, one barrier per step, no ATen or BLAS call inside. Both
+// loops fill the same buffers (reserve included), so a forward of one and
+// a backward of the other combine.
 
 #include "common/config.h"
 #include "common/driver.h"
