@@ -172,7 +172,9 @@ void for_each_row_range(int64_t resumed, int64_t rows, const F& f) {
 // stacked-bi, deep and fastrnns rows was 5-20% slower on 2 threads.
 constexpr int64_t kFusedMaxBatch = 16;
 // Below this many multiply-adds per thread and step, a barrier costs more
-// than a second thread saves.
+// than a second thread saves. Measured with LSTM, B = 1, T = 2000 on this
+// project's 2-core VM: at H = 64 (16K per thread) a team of two took 1.75
+// us per step against 1.34 for one; at H = 128 (64K) 2.8 against 3.9.
 constexpr int64_t kFusedMinWorkPerThread = int64_t{1} << 15;
 // Units are dealt to threads in blocks of this many (one vector of floats).
 constexpr int64_t kFusedUnitBlock = 16;
@@ -241,10 +243,13 @@ int64_t fused_team_size(const RNNConfig& cfg) {
       cfg.hidden_size * cfg.proj_size;
   const int64_t blocks =
       (cfg.hidden_size + kFusedUnitBlock - 1) / kFusedUnitBlock;
+  // Never more threads than processors: a thread that waits at the
+  // barrier for a descheduled one would only slow every step down.
   return std::max<int64_t>(
       1,
       std::min<int64_t>(
           {int64_t{at::get_num_threads()},
+           int64_t{omp_get_num_procs()},
            blocks,
            work / kFusedMinWorkPerThread}));
 #else
