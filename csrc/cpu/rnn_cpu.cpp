@@ -164,8 +164,9 @@ void for_each_row_range(int64_t resumed, int64_t rows, const F& f) {
 // region, a chunk of steps at a time, each thread its own gate columns
 // (W_ih's rows packed the same way); training's projection is one GEMM over
 // all steps before it, as in the general loop. No ATen call runs inside the
-// region. Float32, no projection, batch <= kFusedMaxBatch, with or without
-// lengths; the rest takes the general loop.
+// region. Float32, batch <= kFusedMaxBatch, with or without lengths; with
+// an LSTM projection the forward only (a second barrier per step: the
+// projection reads every unit). The rest takes the general loop.
 
 // Above this batch the general loop (MKL's packed GEMM from 32 rows) wins:
 // with the fused loop at batch 32 and 64 the LSTM inference of bench.py's
@@ -223,12 +224,18 @@ std::vector<int64_t> cpu_fused_step_layers(
       counts[1].fetch_add(add_backward) + add_backward};
 }
 
-// Whether the fused loop runs this layer.
+// Whether the fused loop runs this layer's forward; its backward, where
+// there is no projection (the backward with one takes the general loop,
+// which reads the same reserve).
 template <typename scalar_t>
-bool fused_step_applies(const RNNConfig& cfg) {
+bool fused_forward_applies(const RNNConfig& cfg) {
   return fused_step_switch().load(std::memory_order_relaxed) != 0 &&
-      std::is_same_v<scalar_t, float> && !cfg.has_proj &&
-      cfg.batch <= kFusedMaxBatch;
+      std::is_same_v<scalar_t, float> && cfg.batch <= kFusedMaxBatch;
+}
+
+template <typename scalar_t>
+bool fused_backward_applies(const RNNConfig& cfg) {
+  return fused_forward_applies<scalar_t>(cfg) && !cfg.has_proj;
 }
 
 // Threads for the fused loop: at most torch's intra-op thread count (one
@@ -320,6 +327,7 @@ void forward_steps_fused(
     const Tensor& bias_hn, // [D, H] (GRU)
     const Tensor& recurrent, // [D, B, G*H] scratch
     const Tensor& cell_state, // [B, D*H] (LSTM inference)
+    const Tensor& hidden_scratch, // [B, D*H] (projection, inference)
     const Tensor& hy, // [L*D, B, P] out
     const Tensor& cy, // [L*D, B, H] out (LSTM)
     const LengthsPlan* plan) { // null without lengths
@@ -328,6 +336,7 @@ void forward_steps_fused(
   const int64_t I = layer_input.size(2);
   const bool whole_sequence = saved.gates.defined();
   const bool relu = cfg.mode == Mode::RNN_RELU;
+  const bool proj = cfg.has_proj;
 
   // Every pointer the region needs, taken before it (no ATen inside).
   struct Direction {
@@ -335,6 +344,8 @@ void forward_steps_fused(
     int64_t w_hh_rows, w_hh_cols; // strides
     const float* w_ih; // [G*H, I]
     int64_t w_ih_rows, w_ih_cols;
+    const float* w_hr; // [P, H] (projection)
+    int64_t w_hr_rows, w_hr_cols;
     cpu::Rows<const float> h_initial; // [B, P]
     cpu::Rows<const float> c_initial; // [B, H] (LSTM)
   };
@@ -349,6 +360,9 @@ void forward_steps_fused(
         p.w_ih.data_ptr<float>(),
         p.w_ih.stride(0),
         p.w_ih.stride(1),
+        proj ? p.w_hr.data_ptr<float>() : nullptr,
+        proj ? p.w_hr.stride(0) : 0,
+        proj ? p.w_hr.stride(1) : 0,
         {h_init.data_ptr<float>(), h_init.stride(0)},
         {}};
     if (cfg.mode == Mode::LSTM) {
@@ -359,9 +373,13 @@ void forward_steps_fused(
   // A thread's packed weights, per direction and gate: W_hh's rows for its
   // units (depth P), then, in inference, W_ih's (depth I). Laid out by unit
   // so that slices never overlap, whatever size of team the runtime gives.
+  // With a projection, each thread also owns a slice of its P outputs, with
+  // W_hr's rows for them (depth H), laid out by output.
   const int64_t depth = P + (whole_sequence ? 0 : I);
   Tensor panels = at::empty({D * G * depth * H}, layer_input.options());
+  Tensor proj_panels = at::empty({proj ? D * H * P : 0}, layer_input.options());
   float* const panels_ptr = panels.data_ptr<float>();
+  float* const proj_panels_ptr = proj_panels.data_ptr<float>();
   const float* const x_ptr = layer_input.data_ptr<float>();
   float* const y_ptr = y.data_ptr<float>();
   float* const gates_ptr = gates.data_ptr<float>();
@@ -373,6 +391,12 @@ void forward_steps_fused(
       saved.cells.defined() ? saved.cells.data_ptr<float>() : nullptr;
   float* const state_ptr =
       cell_state.defined() ? cell_state.data_ptr<float>() : nullptr;
+  // o * tanh(c) before the projection: every step's in training (the
+  // reserve's), else one step's.
+  float* const hidden_ptr = !proj ? nullptr
+      : saved.hidden.defined()    ? saved.hidden.data_ptr<float>()
+                                  : hidden_scratch.data_ptr<float>();
+  const int64_t hidden_step = saved.hidden.defined() ? B * D * H : 0;
   const int64_t y_row = D * P, cell_row = D * H;
   float* const hy_ptr = hy.data_ptr<float>();
   float* const cy_ptr = cfg.mode == Mode::LSTM ? cy.data_ptr<float>() : nullptr;
@@ -382,8 +406,13 @@ void forward_steps_fused(
   };
 
   run_team(fused_team_size(cfg), [&](int64_t thread, int64_t team) {
-    const auto [j0, j1] = unit_slice(H, thread, team);
-    const int64_t units = j1 - j0;
+    // Plain variables, not structured bindings: lambdas capture them.
+    const auto unit_range = unit_slice(H, thread, team);
+    const int64_t j0 = unit_range.first, units = unit_range.second - j0;
+    // The columns of y this thread writes: its units, or with a projection
+    // its slice of the P outputs.
+    const auto output_range = proj ? unit_slice(P, thread, team) : unit_range;
+    const int64_t p0 = output_range.first, outputs = output_range.second - p0;
     float* const mine = panels_ptr + D * G * depth * j0;
     auto hh_panel = [&](int64_t d, int64_t g) {
       return mine + (d * G + g) * depth * units;
@@ -391,9 +420,12 @@ void forward_steps_fused(
     auto ih_panel = [&](int64_t d, int64_t g) {
       return hh_panel(d, g) + P * units;
     };
-    for (int64_t d = 0; d < D && units > 0; ++d) {
+    auto hr_panel = [&](int64_t d) {
+      return proj_panels_ptr + D * H * p0 + d * H * outputs;
+    };
+    for (int64_t d = 0; d < D; ++d) {
       const Direction& w = dirs[d];
-      for (int64_t g = 0; g < G; ++g) {
+      for (int64_t g = 0; g < G && units > 0; ++g) {
         cpu::pack_panel(
             units,
             P,
@@ -411,14 +443,45 @@ void forward_steps_fused(
               ih_panel(d, g));
         }
       }
+      if (proj && outputs > 0) {
+        cpu::pack_panel(
+            outputs,
+            H,
+            w.w_hr + p0 * w.w_hr_rows,
+            w.w_hr_rows,
+            w.w_hr_cols,
+            hr_panel(d));
+      }
     }
 
+    // As in the general loop (see direction_step in forward_layer): at step
+    // t rows [0, rows) run, [0, resumed) from the previous step, the rest
+    // from the initial state, and [finished, rows) end there.
+    struct StepRows {
+      int64_t t, t_prev, rows, resumed, finished;
+    };
+    auto step_rows = [&](int64_t step, int64_t d) {
+      const int64_t t = d == 0 ? step : T - 1 - step;
+      const int64_t t_prev = d == 0 ? t - 1 : t + 1;
+      const int64_t rows = active(t);
+      return StepRows{
+          t,
+          t_prev,
+          rows,
+          step == 0 ? 0 : std::min(rows, active(t_prev)),
+          d == 0 ? active(t + 1) : (step == T - 1 ? 0 : rows)};
+    };
+    auto y_at = [&](int64_t t, int64_t d) {
+      return cpu::Rows<float>{y_ptr + t * B * y_row + d * P, y_row};
+    };
+
     for (int64_t step = 0; step < T; ++step) {
-      for (int64_t d = 0; d < D && units > 0; ++d) {
+      for (int64_t d = 0; d < D; ++d) {
         const Direction& w = dirs[d];
-        const int64_t t = d == 0 ? step : T - 1 - step;
-        const int64_t t_prev = d == 0 ? t - 1 : t + 1;
-        if (!whole_sequence && step % chunk_steps == 0) {
+        const StepRows at = step_rows(step, d);
+        const int64_t t = at.t, t_prev = at.t_prev, rows = at.rows;
+        const int64_t resumed = at.resumed, finished = at.finished;
+        if (!whole_sequence && step % chunk_steps == 0 && units > 0) {
           // This thread's gate columns of the chunk's input projection.
           const int64_t chunk = step / chunk_steps;
           const int64_t steps =
@@ -438,32 +501,30 @@ void forward_steps_fused(
                 false);
           }
         }
-        // As in the general loop (see direction_step in forward_layer):
-        // rows [0, rows) run at t, [0, resumed) from the previous step, the
-        // rest from the initial state; [finished, rows) end here. Each
-        // thread does all of it on its own columns.
-        const int64_t rows = active(t);
-        const int64_t resumed = step == 0 ? 0 : std::min(rows, active(t_prev));
-        const int64_t finished =
-            d == 0 ? active(t + 1) : (step == T - 1 ? 0 : rows);
-        const cpu::Rows<float> h_out =
-            cpu::Rows<float>{y_ptr + t * B * y_row + d * P, y_row}.columns(j0);
+        // The cell writes h (o * tanh(c) before a projection) here.
+        const cpu::Rows<float> h_out = proj
+            ? cpu::Rows<float>{hidden_ptr + t * hidden_step + d * H, cell_row}
+                  .columns(j0)
+            : y_at(t, d).columns(j0);
         const cpu::Rows<float> cells_t = cells_ptr != nullptr
             ? cpu::Rows<float>{cells_ptr + t * B * cell_row + d * H, cell_row}
                   .columns(j0)
             : cpu::Rows<float>{};
         // Finished sequences output zeros, and keep zeros in the reserve.
         for (int64_t b = rows; b < B; ++b) {
-          std::fill_n(h_out.row(b), units, 0.0f);
+          std::fill_n(y_at(t, d).columns(p0).row(b), outputs, 0.0f);
           if (cells_t) {
             std::fill_n(cells_t.row(b), units, 0.0f);
           }
+          if (proj && hidden_step > 0) {
+            std::fill_n(h_out.row(b), units, 0.0f);
+          }
         }
-        if (rows == 0) {
+        if (rows == 0 || units == 0) {
           continue;
         }
         const cpu::Rows<const float> h_resumed = resumed > 0
-            ? cpu::Rows<const float>{y_ptr + t_prev * B * y_row + d * P, y_row}
+            ? cpu::as_const(y_at(t_prev, d))
             : cpu::Rows<const float>{};
         auto h_source = [&](bool from_initial) {
           return from_initial ? w.h_initial : h_resumed;
@@ -524,6 +585,13 @@ void forward_steps_fused(
                       c_out.from(begin),
                       h_out.from(begin));
                 });
+            // The final cell states of the sequences that end here.
+            for (int64_t b = finished; b < rows; ++b) {
+              std::copy_n(
+                  c_out.row(b),
+                  units,
+                  cy_ptr + ((layer * D + d) * B + b) * H + j0);
+            }
             break;
           case Mode::GRU:
             for_each_row_range(
@@ -555,16 +623,36 @@ void forward_steps_fused(
                 h_out);
             break;
         }
-        // The final states of the sequences that end here.
-        for (int64_t b = finished; b < rows; ++b) {
-          std::copy_n(
-              h_out.row(b), units, hy_ptr + ((layer * D + d) * B + b) * P + j0);
-          if (cfg.mode == Mode::LSTM) {
-            std::copy_n(
-                c_out.row(b),
-                units,
-                cy_ptr + ((layer * D + d) * B + b) * H + j0);
+      }
+      if (proj) {
+        // h_t = W_hr (o * tanh(c_t)) needs every unit: a second barrier,
+        // then each thread computes its outputs.
+        team_barrier(team);
+        for (int64_t d = 0; d < D && outputs > 0; ++d) {
+          const StepRows at = step_rows(step, d);
+          if (at.rows == 0) {
+            continue;
           }
+          cpu::panel_gemm(
+              at.rows,
+              outputs,
+              H,
+              hidden_ptr + at.t * hidden_step + d * H,
+              cell_row,
+              hr_panel(d),
+              y_at(at.t, d).columns(p0).data,
+              y_row,
+              false);
+        }
+      }
+      // The final hidden states of the sequences that end here.
+      for (int64_t d = 0; d < D && outputs > 0; ++d) {
+        const StepRows at = step_rows(step, d);
+        for (int64_t b = at.finished; b < at.rows; ++b) {
+          std::copy_n(
+              y_at(at.t, d).columns(p0).row(b),
+              outputs,
+              hy_ptr + ((layer * D + d) * B + b) * P + p0);
         }
       }
       // Every thread reads all of h_t at the next step.
@@ -666,7 +754,7 @@ void forward_layer(
         gates_ptr + (d * chunk_steps + offset) * B * G * H, G * H};
   };
 
-  if (fused_step_applies<scalar_t>(cfg)) {
+  if (fused_forward_applies<scalar_t>(cfg)) {
     if constexpr (std::is_same_v<scalar_t, float>) {
       forward_steps_fused(
           cfg,
@@ -685,6 +773,7 @@ void forward_layer(
           bias_hn,
           recurrent,
           cell_state,
+          hidden_scratch,
           hy,
           cy,
           plan);
@@ -941,8 +1030,8 @@ void backward_steps_fused(
   };
 
   run_team(fused_team_size(cfg), [&](int64_t thread, int64_t team) {
-    const auto [j0, j1] = unit_slice(H, thread, team);
-    const int64_t units = j1 - j0;
+    const auto unit_range = unit_slice(H, thread, team);
+    const int64_t j0 = unit_range.first, units = unit_range.second - j0;
     float* const mine = panels_ptr + D * G * H * j0;
     auto panel = [&](int64_t d) { return mine + d * G * H * units; };
     for (int64_t d = 0; d < D && units > 0; ++d) {
@@ -1151,7 +1240,7 @@ void backward_layer(
   };
 
   // The fused loop (float, small batches) replaces the time loop below.
-  const bool fused = fused_step_applies<scalar_t>(cfg);
+  const bool fused = fused_backward_applies<scalar_t>(cfg);
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (fused) {
       backward_steps_fused(
