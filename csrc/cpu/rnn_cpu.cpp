@@ -164,9 +164,9 @@ void for_each_row_range(int64_t resumed, int64_t rows, const F& f) {
 // region, a chunk of steps at a time, each thread its own gate columns
 // (W_ih's rows packed the same way); training's projection is one GEMM over
 // all steps before it, as in the general loop. No ATen call runs inside the
-// region. Float32, batch <= kFusedMaxBatch, with or without lengths; with
-// an LSTM projection the forward only (a second barrier per step: the
-// projection reads every unit). The rest takes the general loop.
+// region. Float32, batch <= kFusedMaxBatch, with or without lengths and
+// LSTM projections (a second barrier per step: the projection reads every
+// unit). The rest takes the general loop.
 
 // Above this batch the general loop (MKL's packed GEMM from 32 rows) wins:
 // with the fused loop at batch 32 and 64 the LSTM inference of bench.py's
@@ -224,18 +224,11 @@ std::vector<int64_t> cpu_fused_step_layers(
       counts[1].fetch_add(add_backward) + add_backward};
 }
 
-// Whether the fused loop runs this layer's forward; its backward, where
-// there is no projection (the backward with one takes the general loop,
-// which reads the same reserve).
+// Whether the fused loop runs this layer (forward and backward alike).
 template <typename scalar_t>
-bool fused_forward_applies(const RNNConfig& cfg) {
+bool fused_step_applies(const RNNConfig& cfg) {
   return fused_step_switch().load(std::memory_order_relaxed) != 0 &&
       std::is_same_v<scalar_t, float> && cfg.batch <= kFusedMaxBatch;
-}
-
-template <typename scalar_t>
-bool fused_backward_applies(const RNNConfig& cfg) {
-  return fused_forward_applies<scalar_t>(cfg) && !cfg.has_proj;
 }
 
 // Threads for the fused loop: at most torch's intra-op thread count (one
@@ -754,7 +747,7 @@ void forward_layer(
         gates_ptr + (d * chunk_steps + offset) * B * G * H, G * H};
   };
 
-  if (fused_forward_applies<scalar_t>(cfg)) {
+  if (fused_step_applies<scalar_t>(cfg)) {
     if constexpr (std::is_same_v<scalar_t, float>) {
       forward_steps_fused(
           cfg,
@@ -979,27 +972,35 @@ void backward_steps_fused(
     const Tensor& dgates_h, // [T, B, D*G*H] out (GRU; else dgates_x)
     const Tensor& dh_carry, // [D, B, P] in: dhy; out: dh0
     const Tensor& dc_carry, // [D, B, H] in: dcy; out: dc0 (LSTM)
+    const Tensor& dh_total, // [T, B, D*P] out (projection)
+    const Tensor& dh_pre_projection, // [D, B, H] scratch (projection)
     const LengthsPlan* plan) { // null without lengths
   const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
   const int64_t H = cfg.hidden_size, P = cfg.proj_size, G = cfg.gates;
   const bool relu = cfg.mode == Mode::RNN_RELU;
   const bool gru = cfg.mode == Mode::GRU;
+  const bool proj = cfg.has_proj;
 
   // Every pointer the region needs, taken before it (no ATen inside).
   struct Direction {
     const float* w_hh; // [G*H, P]
     int64_t w_hh_rows, w_hh_cols; // strides
+    const float* w_hr; // [P, H] (projection)
+    int64_t w_hr_rows, w_hr_cols;
     cpu::Rows<const float> h_initial; // [B, P]
     cpu::Rows<const float> c_initial; // [B, H] (LSTM)
   };
   std::vector<Direction> dirs(D);
   for (const auto d : c10::irange(D)) {
-    const Tensor& w_hh = cells[layer * D + d].w_hh;
+    const CellParams& p = cells[layer * D + d];
     const Tensor h_init = h0.select(0, layer * D + d);
     dirs[d] = {
-        w_hh.data_ptr<float>(),
-        w_hh.stride(0),
-        w_hh.stride(1),
+        p.w_hh.data_ptr<float>(),
+        p.w_hh.stride(0),
+        p.w_hh.stride(1),
+        proj ? p.w_hr.data_ptr<float>() : nullptr,
+        proj ? p.w_hr.stride(0) : 0,
+        proj ? p.w_hr.stride(1) : 0,
         {h_init.data_ptr<float>(), h_init.stride(0)},
         {}};
     if (cfg.mode == Mode::LSTM) {
@@ -1007,10 +1008,13 @@ void backward_steps_fused(
       dirs[d].c_initial = {c_init.data_ptr<float>(), c_init.stride(0)};
     }
   }
-  // A thread's packed W_hh columns (depth G*H) per direction, laid out by
-  // unit as in the forward.
+  // A thread's packed weights per direction: W_hh's columns for its slice of
+  // the P outputs (depth G*H), laid out by output; with a projection also
+  // W_hr's columns for its units (depth P), laid out by unit.
   Tensor panels = at::empty({D * G * H * P}, y.options());
+  Tensor proj_panels = at::empty({proj ? D * P * H : 0}, y.options());
   float* const panels_ptr = panels.data_ptr<float>();
+  float* const proj_panels_ptr = proj_panels.data_ptr<float>();
   const float* const y_ptr = y.data_ptr<float>();
   const float* const dy_ptr = dy.data_ptr<float>();
   // RNN keeps no gates (its backward needs only h_t).
@@ -1023,6 +1027,9 @@ void backward_steps_fused(
   float* const carry_ptr = dh_carry.data_ptr<float>();
   float* const dc_ptr =
       dc_carry.defined() ? dc_carry.data_ptr<float>() : nullptr;
+  float* const total_ptr = proj ? dh_total.data_ptr<float>() : nullptr;
+  float* const dh_pre_ptr =
+      proj ? dh_pre_projection.data_ptr<float>() : nullptr;
   const int64_t gate_row = D * G * H, y_row = D * P, cell_row = D * H;
   // Rows still running at step t (a prefix of the sorted batch).
   auto active = [&](int64_t t) {
@@ -1030,26 +1037,76 @@ void backward_steps_fused(
   };
 
   run_team(fused_team_size(cfg), [&](int64_t thread, int64_t team) {
+    // Plain variables, not structured bindings: lambdas capture them.
     const auto unit_range = unit_slice(H, thread, team);
     const int64_t j0 = unit_range.first, units = unit_range.second - j0;
-    float* const mine = panels_ptr + D * G * H * j0;
-    auto panel = [&](int64_t d) { return mine + d * G * H * units; };
-    for (int64_t d = 0; d < D && units > 0; ++d) {
+    // The columns of the carry (and of dh_total) this thread computes: its
+    // units, or with a projection its slice of the P outputs.
+    const auto output_range = proj ? unit_slice(P, thread, team) : unit_range;
+    const int64_t p0 = output_range.first, outputs = output_range.second - p0;
+    auto hh_panel = [&](int64_t d) {
+      return panels_ptr + D * G * H * p0 + d * G * H * outputs;
+    };
+    auto hr_panel = [&](int64_t d) {
+      return proj_panels_ptr + D * P * j0 + d * P * units;
+    };
+    for (int64_t d = 0; d < D; ++d) {
       const Direction& w = dirs[d];
-      // Column j of W_hh is row j of the panel's matrix, depth G*H.
-      cpu::pack_panel(
-          units,
-          G * H,
-          w.w_hh + j0 * w.w_hh_cols,
-          w.w_hh_cols,
-          w.w_hh_rows,
-          panel(d));
+      if (outputs > 0) {
+        // Column p of W_hh is row p of the panel's matrix, depth G*H.
+        cpu::pack_panel(
+            outputs,
+            G * H,
+            w.w_hh + p0 * w.w_hh_cols,
+            w.w_hh_cols,
+            w.w_hh_rows,
+            hh_panel(d));
+      }
+      if (proj && units > 0) {
+        cpu::pack_panel(
+            units,
+            P,
+            w.w_hr + j0 * w.w_hr_cols,
+            w.w_hr_cols,
+            w.w_hr_rows,
+            hr_panel(d));
+      }
     }
 
     for (int64_t step = 0; step < T; ++step) {
       // Backward visits the steps in the opposite order of forward.
       auto time_of = [&](int64_t d) { return d == 0 ? T - 1 - step : step; };
-      for (int64_t d = 0; d < D && units > 0; ++d) {
+      auto carry_of = [&](int64_t d) {
+        return cpu::Rows<float>{carry_ptr + d * B * P, P};
+      };
+      auto dy_at = [&](int64_t t, int64_t d) {
+        return cpu::Rows<const float>{dy_ptr + t * B * y_row + d * P, y_row};
+      };
+      auto total_at = [&](int64_t t, int64_t d) {
+        return cpu::Rows<float>{total_ptr + t * B * y_row + d * P, y_row};
+      };
+      if (proj) {
+        // The full gradient of each h_t = dy_t + carry on this thread's
+        // outputs (kept for dW_hr); the step below reads all of them.
+        for (int64_t d = 0; d < D; ++d) {
+          const int64_t t = time_of(d);
+          const int64_t rows = active(t);
+          const cpu::Rows<float> total = total_at(t, d).columns(p0);
+          for (int64_t b = rows; b < B; ++b) {
+            std::fill_n(total.row(b), outputs, 0.0f);
+          }
+          if (rows > 0 && outputs > 0) {
+            cpu::add_rows<float>(
+                rows,
+                outputs,
+                dy_at(t, d).columns(p0),
+                cpu::as_const(carry_of(d).columns(p0)),
+                total);
+          }
+        }
+        team_barrier(team);
+      }
+      for (int64_t d = 0; d < D; ++d) {
         const Direction& w = dirs[d];
         const int64_t t = time_of(d);
         const bool first_in_forward = d == 0 ? t == 0 : t == T - 1;
@@ -1071,14 +1128,29 @@ void backward_steps_fused(
             std::fill_n(dgh_t.row(b) + g * H, units, 0.0f);
           }
         }
-        if (rows == 0) {
+        if (rows == 0 || units == 0) {
           continue;
         }
-        const cpu::Rows<float> carry =
-            cpu::Rows<float>{carry_ptr + d * B * P, P}.columns(j0);
-        const cpu::Rows<const float> dy_t =
-            cpu::Rows<const float>{dy_ptr + t * B * y_row + d * P, y_row}
-                .columns(j0);
+        // The gradient of this thread's units of h (before a projection):
+        // dy_t + carry, or with a projection dh_total W_hr.
+        cpu::Rows<const float> dh = dy_at(t, d).columns(j0);
+        cpu::Rows<const float> dh_carry_rows =
+            cpu::as_const(carry_of(d).columns(j0));
+        if (proj) {
+          float* const dh_pre = dh_pre_ptr + d * B * H + j0;
+          cpu::panel_gemm(
+              rows,
+              units,
+              P,
+              total_at(t, d).data,
+              y_row,
+              hr_panel(d),
+              dh_pre,
+              H,
+              false);
+          dh = {dh_pre, H};
+          dh_carry_rows = {};
+        }
         const cpu::Rows<const float> gates_t = gates_ptr != nullptr
             ? cpu::Rows<
                   const float>{gates_ptr + t * B * gate_row + d * G * H, gate_row}
@@ -1107,14 +1179,15 @@ void backward_steps_fused(
                       cells_at(t).from(begin),
                       (from_initial ? w.c_initial.columns(j0) : c_resumed)
                           .from(begin),
-                      dy_t.from(begin),
-                      cpu::as_const(carry).from(begin),
+                      dh.from(begin),
+                      dh_carry_rows.from(begin),
                       dc.from(begin),
                       dgx_t.from(begin));
                 });
             break;
           }
           case Mode::GRU: {
+            const cpu::Rows<float> carry = carry_of(d).columns(j0);
             const cpu::Rows<const float> h_resumed = resumed > 0
                 ? cpu::Rows<
                       const float>{y_ptr + t_prev * B * y_row + d * P, y_row}
@@ -1134,7 +1207,7 @@ void backward_steps_fused(
                       cells_at(t).from(begin),
                       (from_initial ? w.h_initial.columns(j0) : h_resumed)
                           .from(begin),
-                      dy_t.from(begin),
+                      dh.from(begin),
                       cpu::as_const(carry).from(begin),
                       dgx_t.from(begin),
                       dgh_t.from(begin),
@@ -1150,15 +1223,15 @@ void backward_steps_fused(
                 relu,
                 cpu::Rows<const float>{y_ptr + t * B * y_row + d * P, y_row}
                     .columns(j0),
-                dy_t,
-                cpu::as_const(carry),
+                dh,
+                dh_carry_rows,
                 dgx_t);
             break;
         }
       }
       // The recurrent product reads every thread's dG_h of this step.
       team_barrier(team);
-      for (int64_t d = 0; d < D && units > 0; ++d) {
+      for (int64_t d = 0; d < D && outputs > 0; ++d) {
         const int64_t t = time_of(d);
         const int64_t rows = active(t);
         if (rows == 0) {
@@ -1168,12 +1241,12 @@ void backward_steps_fused(
         // holds the direct part: accumulate onto it.
         cpu::panel_gemm(
             rows,
-            units,
+            outputs,
             G * H,
             dgh_ptr + t * B * gate_row + d * G * H,
             gate_row,
-            panel(d),
-            carry_ptr + d * B * P + j0,
+            hh_panel(d),
+            carry_ptr + d * B * P + p0,
             P,
             gru);
       }
@@ -1240,7 +1313,7 @@ void backward_layer(
   };
 
   // The fused loop (float, small batches) replaces the time loop below.
-  const bool fused = fused_backward_applies<scalar_t>(cfg);
+  const bool fused = fused_step_applies<scalar_t>(cfg);
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (fused) {
       backward_steps_fused(
@@ -1256,6 +1329,8 @@ void backward_layer(
           dgates_h,
           dh_carry,
           dc_carry,
+          dh_total,
+          dh_pre_projection,
           plan);
       fused_step_layer_counts()[1].fetch_add(1);
     }

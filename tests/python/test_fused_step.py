@@ -1,19 +1,21 @@
-"""The CPU's fused small-batch step (cpu/rnn_cpu.cpp, forward_steps_fused).
+"""The CPU's fused small-batch step (cpu/rnn_cpu.cpp, forward_steps_fused and
+backward_steps_fused).
 
-float32 layers with batch <= 16 (with or without lengths; with an LSTM
-projection, the forward only) run their time loop in one parallel region: each thread owns a slice of the
-hidden units (W_hh's rows packed in its cache) and the threads meet at a
-barrier per step (backward: two phases per step, the cell backward on the
-thread's units, a barrier, then its columns of dG_h W_hh). Every other layer
-takes the general loop. These tests run
-both loops on the same shapes, with one and two threads, against torch.nn
-(same weights), and check which loop ran with the private layer counter
-``torch.ops.deeprnn._cpu_fused_step_layers``. The shapes cover a split of
-the units into 16-unit blocks that is even and uneven, hidden sizes that are
-not a multiple of 16 (the kernel's scalar columns), a team of one (too little
-work to share), and inference sequences longer than one projection chunk in
-both directions; each with and without variable lengths (one sequence of
-length T, one of length 1, the rest random), against torch.nn's packed path.
+float32 layers with batch <= 16 (with or without lengths and LSTM
+projections) run their time loop in one parallel region: each thread owns a
+slice of the hidden units (W_hh's rows packed in its cache) and the threads
+meet at a barrier per step (a second one with a projection; backward: the
+cell backward on the thread's units, a barrier, then its columns of
+dG_h W_hh). Every other layer takes the general loop. These tests run both
+loops on the same shapes, with one, two and three threads (as many as there
+are processors), against torch.nn (same weights), and check which loop ran
+with the private layer counter ``torch.ops.deeprnn._cpu_fused_step_layers``.
+The shapes cover a split of the units into 16-unit blocks that is even and
+uneven, hidden and projection sizes that are not a multiple of 16 (the
+kernel's scalar columns), a team of one (too little work to share), and
+inference sequences longer than one projection chunk in both directions;
+each with and without variable lengths (one sequence of length T, one of
+length 1, the rest random), against torch.nn's packed path.
 """
 
 import os
@@ -35,7 +37,7 @@ CONFIGS = [
     ("LSTM", 5, 16, 12, 48, 1, True, 0),  # 3 blocks of 16 over 2 threads
     ("LSTM", 4, 1, 3, 5, 1, False, 0),  # one thread, columns < 16
     ("LSTM", 20, 16, 8, 512, 1, True, 0),  # inference: 8 steps per chunk
-    # Projections (forward only): the P outputs split like the units.
+    # Projections: the P outputs split like the units (a second barrier).
     ("LSTM", 6, 8, 7, 128, 2, True, 48),
     ("LSTM", 5, 2, 4, 256, 1, False, 72),  # 72 outputs: 4 blocks + 8
     ("GRU", 6, 16, 9, 37, 2, True, 0),  # 37 units: 2 blocks + 5 columns
@@ -172,9 +174,7 @@ def test_training_matches_torch_nn(config, lengths, fused, threads):
         for s in _states(final):
             loss = loss + (s * s).sum()
         loss.backward()
-    # The backward with a projection takes the general loop.
-    fused_backward = fused and not config[7]
-    assert _fused_backward_layers() - before == (config[5] if fused_backward else 0)
+    assert _fused_backward_layers() - before == (config[5] if fused else 0)
     (ex, es), (ax, as_) = inputs
     _close(outs[1][0], outs[0][0])
     _close(ax.grad, ex.grad)
