@@ -21,6 +21,7 @@
 #include "common/config.h"
 #include "common/driver.h"
 #include "common/layers.h"
+#include "common/path_switches.h"
 #include "cpu/cell_kernels.h"
 #include "cpu/packed_gemm.h"
 #include "cpu/small_gemm.h"
@@ -38,11 +39,7 @@
 #endif
 
 #include <algorithm>
-#include <array>
-#include <atomic>
-#include <cstdlib>
 #include <optional>
-#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -180,55 +177,11 @@ constexpr int64_t kFusedMinWorkPerThread = int64_t{1} << 15;
 // Units are dealt to threads in blocks of this many (one vector of floats).
 constexpr int64_t kFusedUnitBlock = 16;
 
-// The switch of the fused loop and its layer counts, behind the private
-// operators deeprnn::_cpu_fused_step and _cpu_fused_step_layers. The switch
-// starts on unless DEEPRNN_CPU_FUSED_STEP is "0" (for A/B measurements).
-std::atomic<int64_t>& fused_step_switch() {
-  static std::atomic<int64_t> value{[] {
-    const char* env = std::getenv("DEEPRNN_CPU_FUSED_STEP");
-    return env != nullptr && std::string(env) == "0" ? int64_t{0} : int64_t{1};
-  }()};
-  return value;
-}
-
-std::array<std::atomic<int64_t>, 2>& fused_step_layer_counts() {
-  static std::array<std::atomic<int64_t>, 2> counts{};
-  return counts;
-}
-
-int64_t cpu_fused_step(int64_t enable) {
-  TORCH_CHECK(
-      enable >= -1 && enable <= 1,
-      "deeprnn._cpu_fused_step: enable must be -1 (query), 0 (off) or 1 (on), "
-      "got ",
-      enable);
-  if (enable == -1) {
-    return fused_step_switch().load();
-  }
-  return fused_step_switch().exchange(enable);
-}
-
-std::vector<int64_t> cpu_fused_step_layers(
-    int64_t add_forward,
-    int64_t add_backward) {
-  TORCH_CHECK(
-      add_forward >= 0 && add_backward >= 0,
-      "deeprnn._cpu_fused_step_layers: the counts only grow, got "
-      "add_forward = ",
-      add_forward,
-      " and add_backward = ",
-      add_backward);
-  auto& counts = fused_step_layer_counts();
-  return {
-      counts[0].fetch_add(add_forward) + add_forward,
-      counts[1].fetch_add(add_backward) + add_backward};
-}
-
 // Whether the fused loop runs this layer (forward and backward alike).
 template <typename scalar_t>
 bool fused_step_applies(const RNNConfig& cfg) {
-  return fused_step_switch().load(std::memory_order_relaxed) != 0 &&
-      std::is_same_v<scalar_t, float> && cfg.batch <= kFusedMaxBatch;
+  return std::is_same_v<scalar_t, float> && cfg.batch <= kFusedMaxBatch &&
+      cpu_fused_step_enabled();
 }
 
 // Threads for the fused loop: at most torch's intra-op thread count (one
@@ -297,6 +250,50 @@ std::pair<int64_t, int64_t> unit_slice(
       std::min(hidden, blocks * (thread + 1) / team * kFusedUnitBlock)};
 }
 
+// The weights and initial states of one direction of a layer, as pointers
+// and strides: what the fused loops read inside their parallel region.
+struct FusedDirection {
+  const float* w_hh; // [G*H, P]
+  int64_t w_hh_rows, w_hh_cols; // strides
+  const float* w_ih; // [G*H, I]
+  int64_t w_ih_rows, w_ih_cols;
+  const float* w_hr; // [P, H] (projection), else null
+  int64_t w_hr_rows, w_hr_cols;
+  cpu::Rows<const float> h_initial; // [B, P]
+  cpu::Rows<const float> c_initial; // [B, H] (LSTM), else empty
+};
+
+std::vector<FusedDirection> fused_directions(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const Tensor& h0, // [L*D, B, P]
+    const Tensor& c0) { // [L*D, B, H] (LSTM)
+  const int64_t D = cfg.num_directions;
+  std::vector<FusedDirection> dirs(D);
+  for (const auto d : c10::irange(D)) {
+    const CellParams& p = cells[layer * D + d];
+    const Tensor h_init = h0.select(0, layer * D + d);
+    dirs[d] = {
+        p.w_hh.data_ptr<float>(),
+        p.w_hh.stride(0),
+        p.w_hh.stride(1),
+        p.w_ih.data_ptr<float>(),
+        p.w_ih.stride(0),
+        p.w_ih.stride(1),
+        cfg.has_proj ? p.w_hr.data_ptr<float>() : nullptr,
+        cfg.has_proj ? p.w_hr.stride(0) : 0,
+        cfg.has_proj ? p.w_hr.stride(1) : 0,
+        {h_init.data_ptr<float>(), h_init.stride(0)},
+        {}};
+    if (cfg.mode == Mode::LSTM) {
+      const Tensor c_init = c0.select(0, layer * D + d);
+      dirs[d].c_initial = {c_init.data_ptr<float>(), c_init.stride(0)};
+    }
+  }
+  return dirs;
+}
+
 // ---------------------------------------------------------------------------
 // Forward
 
@@ -332,37 +329,8 @@ void forward_steps_fused(
   const bool proj = cfg.has_proj;
 
   // Every pointer the region needs, taken before it (no ATen inside).
-  struct Direction {
-    const float* w_hh; // [G*H, P]
-    int64_t w_hh_rows, w_hh_cols; // strides
-    const float* w_ih; // [G*H, I]
-    int64_t w_ih_rows, w_ih_cols;
-    const float* w_hr; // [P, H] (projection)
-    int64_t w_hr_rows, w_hr_cols;
-    cpu::Rows<const float> h_initial; // [B, P]
-    cpu::Rows<const float> c_initial; // [B, H] (LSTM)
-  };
-  std::vector<Direction> dirs(D);
-  for (const auto d : c10::irange(D)) {
-    const CellParams& p = cells[layer * D + d];
-    const Tensor h_init = h0.select(0, layer * D + d);
-    dirs[d] = {
-        p.w_hh.data_ptr<float>(),
-        p.w_hh.stride(0),
-        p.w_hh.stride(1),
-        p.w_ih.data_ptr<float>(),
-        p.w_ih.stride(0),
-        p.w_ih.stride(1),
-        proj ? p.w_hr.data_ptr<float>() : nullptr,
-        proj ? p.w_hr.stride(0) : 0,
-        proj ? p.w_hr.stride(1) : 0,
-        {h_init.data_ptr<float>(), h_init.stride(0)},
-        {}};
-    if (cfg.mode == Mode::LSTM) {
-      const Tensor c_init = c0.select(0, layer * D + d);
-      dirs[d].c_initial = {c_init.data_ptr<float>(), c_init.stride(0)};
-    }
-  }
+  const std::vector<FusedDirection> dirs =
+      fused_directions(cfg, cells, layer, h0, c0);
   // A thread's packed weights, per direction and gate: W_hh's rows for its
   // units (depth P), then, in inference, W_ih's (depth I). Laid out by unit
   // so that slices never overlap, whatever size of team the runtime gives.
@@ -417,7 +385,7 @@ void forward_steps_fused(
       return proj_panels_ptr + D * H * p0 + d * H * outputs;
     };
     for (int64_t d = 0; d < D; ++d) {
-      const Direction& w = dirs[d];
+      const FusedDirection& w = dirs[d];
       for (int64_t g = 0; g < G && units > 0; ++g) {
         cpu::pack_panel(
             units,
@@ -470,7 +438,7 @@ void forward_steps_fused(
 
     for (int64_t step = 0; step < T; ++step) {
       for (int64_t d = 0; d < D; ++d) {
-        const Direction& w = dirs[d];
+        const FusedDirection& w = dirs[d];
         const StepRows at = step_rows(step, d);
         const int64_t t = at.t, t_prev = at.t_prev, rows = at.rows;
         const int64_t resumed = at.resumed, finished = at.finished;
@@ -770,7 +738,7 @@ void forward_layer(
           hy,
           cy,
           plan);
-      fused_step_layer_counts()[0].fetch_add(1);
+      count_cpu_fused_step_layer(false);
     }
     return;
   }
@@ -982,32 +950,8 @@ void backward_steps_fused(
   const bool proj = cfg.has_proj;
 
   // Every pointer the region needs, taken before it (no ATen inside).
-  struct Direction {
-    const float* w_hh; // [G*H, P]
-    int64_t w_hh_rows, w_hh_cols; // strides
-    const float* w_hr; // [P, H] (projection)
-    int64_t w_hr_rows, w_hr_cols;
-    cpu::Rows<const float> h_initial; // [B, P]
-    cpu::Rows<const float> c_initial; // [B, H] (LSTM)
-  };
-  std::vector<Direction> dirs(D);
-  for (const auto d : c10::irange(D)) {
-    const CellParams& p = cells[layer * D + d];
-    const Tensor h_init = h0.select(0, layer * D + d);
-    dirs[d] = {
-        p.w_hh.data_ptr<float>(),
-        p.w_hh.stride(0),
-        p.w_hh.stride(1),
-        proj ? p.w_hr.data_ptr<float>() : nullptr,
-        proj ? p.w_hr.stride(0) : 0,
-        proj ? p.w_hr.stride(1) : 0,
-        {h_init.data_ptr<float>(), h_init.stride(0)},
-        {}};
-    if (cfg.mode == Mode::LSTM) {
-      const Tensor c_init = c0.select(0, layer * D + d);
-      dirs[d].c_initial = {c_init.data_ptr<float>(), c_init.stride(0)};
-    }
-  }
+  const std::vector<FusedDirection> dirs =
+      fused_directions(cfg, cells, layer, h0, c0);
   // A thread's packed weights per direction: W_hh's columns for its slice of
   // the P outputs (depth G*H), laid out by output; with a projection also
   // W_hr's columns for its units (depth P), laid out by unit.
@@ -1051,7 +995,7 @@ void backward_steps_fused(
       return proj_panels_ptr + D * P * j0 + d * P * units;
     };
     for (int64_t d = 0; d < D; ++d) {
-      const Direction& w = dirs[d];
+      const FusedDirection& w = dirs[d];
       if (outputs > 0) {
         // Column p of W_hh is row p of the panel's matrix, depth G*H.
         cpu::pack_panel(
@@ -1107,7 +1051,7 @@ void backward_steps_fused(
         team_barrier(team);
       }
       for (int64_t d = 0; d < D; ++d) {
-        const Direction& w = dirs[d];
+        const FusedDirection& w = dirs[d];
         const int64_t t = time_of(d);
         const bool first_in_forward = d == 0 ? t == 0 : t == T - 1;
         const int64_t t_prev = d == 0 ? t - 1 : t + 1;
@@ -1332,7 +1276,7 @@ void backward_layer(
           dh_total,
           dh_pre_projection,
           plan);
-      fused_step_layer_counts()[1].fetch_add(1);
+      count_cpu_fused_step_layer(true);
     }
   }
 
@@ -1522,12 +1466,6 @@ struct CpuBackend {
 TORCH_LIBRARY_IMPL(deeprnn, CPU, m) {
   m.impl("_rnn_forward", &rnn_forward<CpuBackend>);
   m.impl("_rnn_backward", &rnn_backward<CpuBackend>);
-}
-
-// No tensor arguments: one kernel for every backend.
-TORCH_LIBRARY_IMPL(deeprnn, CompositeImplicitAutograd, m) {
-  m.impl("_cpu_fused_step", &cpu_fused_step);
-  m.impl("_cpu_fused_step_layers", &cpu_fused_step_layers);
 }
 
 } // namespace deeprnn

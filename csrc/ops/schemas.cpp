@@ -10,6 +10,8 @@
 // back as empty tensors of shape (0) (or an empty list), never undefined, so
 // that every backend and the fake-tensor path agree on the schema.
 
+#include "common/path_switches.h"
+
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
@@ -24,66 +26,117 @@
 namespace deeprnn {
 namespace {
 
-// The switch of the CUDA fast paths (cuda/persistent.cuh). Its first value
-// comes from DEEPRNN_CUDA_FAST_PATH: unset, empty or "0" is off, "1" is on;
-// anything else is off, with a warning. Off by default: the fast path has
-// not been verified on a GPU yet. It lives here, not in cuda/, so that a
-// build without CUDA kernels has the same operators (the switch then
-// changes nothing).
-int64_t fast_path_from_environment() {
-  const char* value = std::getenv("DEEPRNN_CUDA_FAST_PATH");
-  if (value == nullptr || value[0] == '\0' || std::string(value) == "0") {
-    return 0;
-  }
-  if (std::string(value) == "1") {
-    return 1;
-  }
-  TORCH_WARN(
-      "deeprnn: DEEPRNN_CUDA_FAST_PATH must be 0 or 1, got '",
-      value,
-      "': the CUDA fast paths stay off");
-  return 0;
-}
+// A process-wide switch of an optional kernel path and the number of layers
+// the path has run, [forward, backward]: behind the private operators
+// _cuda_fast_path(_layers) and _cpu_fused_step(_layers). Its first value
+// comes from an environment variable: unset or empty gives `fallback`, "0"
+// off, "1" on, anything else `fallback` with a warning.
+class PathSwitch {
+ public:
+  PathSwitch(const char* op, const char* variable, int64_t fallback)
+      : op_(op), value_(from_environment(variable, fallback)) {}
 
-std::atomic<int64_t>& fast_path_switch() {
-  static std::atomic<int64_t> value{fast_path_from_environment()};
+  int64_t get() const {
+    return value_.load(std::memory_order_relaxed);
+  }
+
+  // Sets the switch to `enable` and returns the previous value; -1 only
+  // returns it.
+  int64_t exchange(int64_t enable) {
+    TORCH_CHECK(
+        enable >= -1 && enable <= 1,
+        "deeprnn.",
+        op_,
+        ": enable must be -1 (query), 0 (off) or 1 (on), got ",
+        enable);
+    return enable == -1 ? value_.load() : value_.exchange(enable);
+  }
+
+  // Adds to the layer counts and returns them.
+  std::vector<int64_t> add_layers(int64_t add_forward, int64_t add_backward) {
+    TORCH_CHECK(
+        add_forward >= 0 && add_backward >= 0,
+        "deeprnn.",
+        op_,
+        "_layers: the counts only grow, got add_forward = ",
+        add_forward,
+        " and add_backward = ",
+        add_backward);
+    return {
+        counts_[0].fetch_add(add_forward) + add_forward,
+        counts_[1].fetch_add(add_backward) + add_backward};
+  }
+
+ private:
+  static int64_t from_environment(const char* variable, int64_t fallback) {
+    const char* value = std::getenv(variable);
+    if (value == nullptr || value[0] == '\0') {
+      return fallback;
+    }
+    if (std::string(value) == "0" || std::string(value) == "1") {
+      return value[0] - '0';
+    }
+    TORCH_WARN(
+        "deeprnn: ",
+        variable,
+        " must be 0 or 1, got '",
+        value,
+        "': it stays ",
+        fallback != 0 ? "on" : "off");
+    return fallback;
+  }
+
+  const char* op_;
+  std::atomic<int64_t> value_;
+  std::array<std::atomic<int64_t>, 2> counts_{};
+};
+
+// The CUDA fast paths (cuda/persistent.cuh), which read it through the
+// dispatcher. Off by default: they have not been verified on a GPU yet. It
+// lives here, not in cuda/, so that a build without CUDA kernels has the
+// same operators (the switch then changes nothing).
+PathSwitch& cuda_fast_path_switch() {
+  static PathSwitch value{"_cuda_fast_path", "DEEPRNN_CUDA_FAST_PATH", 0};
   return value;
 }
 
-// Layers run by the fast paths in this process: [forward, backward].
-std::array<std::atomic<int64_t>, 2>& fast_path_layer_counts() {
-  static std::array<std::atomic<int64_t>, 2> counts{};
-  return counts;
+// The CPU's fused small-batch step (cpu/rnn_cpu.cpp), read through
+// common/path_switches.h. On by default.
+PathSwitch& cpu_fused_step_switch() {
+  static PathSwitch value{"_cpu_fused_step", "DEEPRNN_CPU_FUSED_STEP", 1};
+  return value;
 }
 
 int64_t cuda_fast_path(int64_t enable) {
-  TORCH_CHECK(
-      enable >= -1 && enable <= 1,
-      "deeprnn._cuda_fast_path: enable must be -1 (query), 0 (off) or 1 (on), "
-      "got ",
-      enable);
-  if (enable == -1) {
-    return fast_path_switch().load();
-  }
-  return fast_path_switch().exchange(enable);
+  return cuda_fast_path_switch().exchange(enable);
 }
 
 std::vector<int64_t> cuda_fast_path_layers(
     int64_t add_forward,
     int64_t add_backward) {
-  TORCH_CHECK(
-      add_forward >= 0 && add_backward >= 0,
-      "deeprnn._cuda_fast_path_layers: the counts only grow, got add_forward = ",
-      add_forward,
-      " and add_backward = ",
-      add_backward);
-  auto& counts = fast_path_layer_counts();
-  return {
-      counts[0].fetch_add(add_forward) + add_forward,
-      counts[1].fetch_add(add_backward) + add_backward};
+  return cuda_fast_path_switch().add_layers(add_forward, add_backward);
+}
+
+int64_t cpu_fused_step(int64_t enable) {
+  return cpu_fused_step_switch().exchange(enable);
+}
+
+std::vector<int64_t> cpu_fused_step_layers(
+    int64_t add_forward,
+    int64_t add_backward) {
+  return cpu_fused_step_switch().add_layers(add_forward, add_backward);
 }
 
 } // namespace
+
+bool cpu_fused_step_enabled() {
+  return cpu_fused_step_switch().get() != 0;
+}
+
+void count_cpu_fused_step_layer(bool backward) {
+  cpu_fused_step_switch().add_layers(backward ? 0 : 1, backward ? 1 : 0);
+}
+
 } // namespace deeprnn
 
 TORCH_LIBRARY(deeprnn, m) {
@@ -156,4 +209,6 @@ TORCH_LIBRARY(deeprnn, m) {
 TORCH_LIBRARY_IMPL(deeprnn, CompositeImplicitAutograd, m) {
   m.impl("_cuda_fast_path", &deeprnn::cuda_fast_path);
   m.impl("_cuda_fast_path_layers", &deeprnn::cuda_fast_path_layers);
+  m.impl("_cpu_fused_step", &deeprnn::cpu_fused_step);
+  m.impl("_cpu_fused_step_layers", &deeprnn::cpu_fused_step_layers);
 }

@@ -237,7 +237,8 @@ def test_switch_returns_the_previous_value_and_checks_its_argument():
         torch.ops.deeprnn._cpu_fused_step(previous)
 
 
-@pytest.mark.parametrize("value, expected", [(None, "1"), ("0", "0"), ("1", "1")])
+@pytest.mark.parametrize("value, expected", [(None, "1"), ("", "1"), ("0", "0"), ("1", "1"),
+                                             ("yes", "1")])
 def test_environment_variable_sets_the_first_value(value, expected):
     env = dict(os.environ)
     env.pop("DEEPRNN_CPU_FUSED_STEP", None)
@@ -248,3 +249,5 @@ def test_environment_variable_sets_the_first_value(value, expected):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
+    if value == "yes":
+        assert "DEEPRNN_CPU_FUSED_STEP must be 0 or 1, got 'yes': it stays on" in result.stderr
