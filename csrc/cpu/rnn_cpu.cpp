@@ -160,10 +160,11 @@ void for_each_row_range(int64_t resumed, int64_t rows, const F& f) {
 // thread reads all of h_{t-1}). Inference also projects the input inside the
 // region, a chunk of steps at a time, each thread its own gate columns
 // (W_ih's rows packed the same way); training's projection is one GEMM over
-// all steps before it, as in the general loop. No ATen call runs inside the
-// region. Float32, batch <= kFusedMaxBatch, with or without lengths and
-// LSTM projections (a second barrier per step: the projection reads every
-// unit). The rest takes the general loop.
+// all steps before it, as in the general loop. No operator, allocation or
+// BLAS call runs inside the region (the cell kernels' at::parallel_for runs
+// inline there), so nothing in it can throw. Float32, batch <= kFusedMaxBatch,
+// with or without lengths and LSTM projections (a second barrier per step: the
+// projection reads every unit). The rest takes the general loop.
 
 // Above this batch the general loop (MKL's packed GEMM from 32 rows) wins:
 // with the fused loop at batch 32 and 64 the LSTM inference of bench.py's
