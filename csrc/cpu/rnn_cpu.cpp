@@ -146,6 +146,37 @@ void for_each_row_range(int64_t resumed, int64_t rows, const F& f) {
   }
 }
 
+// Direction d at its `step`-th step of the forward (the reverse direction
+// walks time backwards): at time t rows [0, rows) run, rows [0, resumed) go
+// on from t_prev's state and the rest start from the initial state, and rows
+// [finished, rows) end at t and hand their state to hy (and cy). Backward's
+// step s of direction d is forward step T - 1 - s.
+struct StepRows {
+  int64_t t, t_prev, rows, resumed, finished;
+};
+
+StepRows step_rows(
+    const LengthsPlan* plan, // null without lengths
+    int64_t T,
+    int64_t B,
+    int64_t step,
+    int64_t d) {
+  // Rows still running at time t: a prefix of the batch, which the kernels
+  // hold sorted by decreasing length (see LengthsPlan).
+  auto active = [&](int64_t t) {
+    return plan != nullptr ? plan->active[t] : (t < T ? B : 0);
+  };
+  const int64_t t = d == 0 ? step : T - 1 - step;
+  const int64_t t_prev = d == 0 ? t - 1 : t + 1;
+  const int64_t rows = active(t);
+  return {
+      t,
+      t_prev,
+      rows,
+      step == 0 ? 0 : std::min(rows, active(t_prev)),
+      d == 0 ? active(t + 1) : (step == T - 1 ? 0 : rows)};
+}
+
 // ---------------------------------------------------------------------------
 // The fused small-batch step
 //
@@ -362,10 +393,6 @@ void forward_steps_fused(
   const int64_t y_row = D * P, cell_row = D * H;
   float* const hy_ptr = hy.data_ptr<float>();
   float* const cy_ptr = cfg.mode == Mode::LSTM ? cy.data_ptr<float>() : nullptr;
-  // Rows still running at step t (a prefix of the sorted batch).
-  auto active = [&](int64_t t) {
-    return plan != nullptr ? plan->active[t] : (t < T ? B : 0);
-  };
 
   run_team(fused_team_size(cfg), [&](int64_t thread, int64_t team) {
     // Plain variables, not structured bindings: lambdas capture them.
@@ -416,23 +443,6 @@ void forward_steps_fused(
       }
     }
 
-    // As in the general loop (see direction_step in forward_layer): at step
-    // t rows [0, rows) run, [0, resumed) from the previous step, the rest
-    // from the initial state, and [finished, rows) end there.
-    struct StepRows {
-      int64_t t, t_prev, rows, resumed, finished;
-    };
-    auto step_rows = [&](int64_t step, int64_t d) {
-      const int64_t t = d == 0 ? step : T - 1 - step;
-      const int64_t t_prev = d == 0 ? t - 1 : t + 1;
-      const int64_t rows = active(t);
-      return StepRows{
-          t,
-          t_prev,
-          rows,
-          step == 0 ? 0 : std::min(rows, active(t_prev)),
-          d == 0 ? active(t + 1) : (step == T - 1 ? 0 : rows)};
-    };
     auto y_at = [&](int64_t t, int64_t d) {
       return cpu::Rows<float>{y_ptr + t * B * y_row + d * P, y_row};
     };
@@ -440,7 +450,7 @@ void forward_steps_fused(
     for (int64_t step = 0; step < T; ++step) {
       for (int64_t d = 0; d < D; ++d) {
         const FusedDirection& w = dirs[d];
-        const StepRows at = step_rows(step, d);
+        const StepRows at = step_rows(plan, T, B, step, d);
         const int64_t t = at.t, t_prev = at.t_prev, rows = at.rows;
         const int64_t resumed = at.resumed, finished = at.finished;
         if (!whole_sequence && step % chunk_steps == 0 && units > 0) {
@@ -591,7 +601,7 @@ void forward_steps_fused(
         // then each thread computes its outputs.
         team_barrier(team);
         for (int64_t d = 0; d < D && outputs > 0; ++d) {
-          const StepRows at = step_rows(step, d);
+          const StepRows at = step_rows(plan, T, B, step, d);
           if (at.rows == 0) {
             continue;
           }
@@ -609,7 +619,7 @@ void forward_steps_fused(
       }
       // The final hidden states of the sequences that end here.
       for (int64_t d = 0; d < D && outputs > 0; ++d) {
-        const StepRows at = step_rows(step, d);
+        const StepRows at = step_rows(plan, T, B, step, d);
         for (int64_t b = at.finished; b < at.rows; ++b) {
           std::copy_n(
               y_at(at.t, d).columns(p0).row(b),
@@ -755,21 +765,11 @@ void forward_layer(
     }
   }
 
-  // Rows still running at step t: a prefix of the batch, which the kernels
-  // hold sorted by decreasing length (see LengthsPlan).
-  auto active = [&](int64_t t) {
-    return plan != nullptr ? plan->active[t] : (t < T ? B : 0);
-  };
-
   auto direction_step = [&](int64_t step, int64_t d) {
     const CellParams& p = cells[layer * D + d];
-    const int64_t t = d == 0 ? step : T - 1 - step;
-    const int64_t t_prev = d == 0 ? t - 1 : t + 1;
-    const int64_t rows = active(t);
-    const int64_t resumed = step == 0 ? 0 : std::min(rows, active(t_prev));
-    // Rows [finished, rows) end here and hand their state to hy (and cy).
-    const int64_t finished =
-        d == 0 ? active(t + 1) : (step == T - 1 ? 0 : rows);
+    const StepRows at = step_rows(plan, T, B, step, d);
+    const int64_t t = at.t, t_prev = at.t_prev, rows = at.rows;
+    const int64_t resumed = at.resumed, finished = at.finished;
     // Finished sequences output zeros. Their rows of the reserve are zeroed
     // too: backward's dW_hr GEMM reads every row of `hidden`, and the
     // reserve, an output of _rnn_forward, must not depend on what the
@@ -976,10 +976,6 @@ void backward_steps_fused(
   float* const dh_pre_ptr =
       proj ? dh_pre_projection.data_ptr<float>() : nullptr;
   const int64_t gate_row = D * G * H, y_row = D * P, cell_row = D * H;
-  // Rows still running at step t (a prefix of the sorted batch).
-  auto active = [&](int64_t t) {
-    return plan != nullptr ? plan->active[t] : (t < T ? B : 0);
-  };
 
   run_team(fused_team_size(cfg), [&](int64_t thread, int64_t team) {
     // Plain variables, not structured bindings: lambdas capture them.
@@ -1020,7 +1016,9 @@ void backward_steps_fused(
 
     for (int64_t step = 0; step < T; ++step) {
       // Backward visits the steps in the opposite order of forward.
-      auto time_of = [&](int64_t d) { return d == 0 ? T - 1 - step : step; };
+      auto rows_of = [&](int64_t d) {
+        return step_rows(plan, T, B, T - 1 - step, d);
+      };
       auto carry_of = [&](int64_t d) {
         return cpu::Rows<float>{carry_ptr + d * B * P, P};
       };
@@ -1034,8 +1032,8 @@ void backward_steps_fused(
         // The full gradient of each h_t = dy_t + carry on this thread's
         // outputs (kept for dW_hr); the step below reads all of them.
         for (int64_t d = 0; d < D; ++d) {
-          const int64_t t = time_of(d);
-          const int64_t rows = active(t);
+          const StepRows at = rows_of(d);
+          const int64_t t = at.t, rows = at.rows;
           const cpu::Rows<float> total = total_at(t, d).columns(p0);
           for (int64_t b = rows; b < B; ++b) {
             std::fill_n(total.row(b), outputs, 0.0f);
@@ -1053,12 +1051,9 @@ void backward_steps_fused(
       }
       for (int64_t d = 0; d < D; ++d) {
         const FusedDirection& w = dirs[d];
-        const int64_t t = time_of(d);
-        const bool first_in_forward = d == 0 ? t == 0 : t == T - 1;
-        const int64_t t_prev = d == 0 ? t - 1 : t + 1;
-        const int64_t rows = active(t);
-        const int64_t resumed =
-            first_in_forward ? 0 : std::min(rows, active(t_prev));
+        const StepRows at = rows_of(d);
+        const int64_t t = at.t, t_prev = at.t_prev, rows = at.rows;
+        const int64_t resumed = at.resumed;
         const cpu::Rows<float> dgx_t =
             cpu::Rows<float>{dgx_ptr + t * B * gate_row + d * G * H, gate_row}
                 .columns(j0);
@@ -1177,8 +1172,8 @@ void backward_steps_fused(
       // The recurrent product reads every thread's dG_h of this step.
       team_barrier(team);
       for (int64_t d = 0; d < D && outputs > 0; ++d) {
-        const int64_t t = time_of(d);
-        const int64_t rows = active(t);
+        const StepRows at = rows_of(d);
+        const int64_t t = at.t, rows = at.rows;
         if (rows == 0) {
           continue;
         }
@@ -1286,20 +1281,12 @@ void backward_layer(
       ? std::vector<std::optional<cpu::PackedWeight>>(D)
       : packed_weights<scalar_t>(cfg, cells, layer, false);
 
-  // Rows still running at step t (a prefix of the sorted batch).
-  auto active = [&](int64_t t) {
-    return plan != nullptr ? plan->active[t] : (t < T ? B : 0);
-  };
-
   auto direction_step = [&](int64_t step, int64_t d) {
     const CellParams& p = cells[layer * D + d];
     // Backward visits the steps in the opposite order of forward.
-    const int64_t t = d == 0 ? T - 1 - step : step;
-    const bool first_in_forward = d == 0 ? t == 0 : t == T - 1;
-    const int64_t t_prev = d == 0 ? t - 1 : t + 1;
-    const int64_t rows = active(t);
-    const int64_t resumed =
-        first_in_forward ? 0 : std::min(rows, active(t_prev));
+    const StepRows at = step_rows(plan, T, B, T - 1 - step, d);
+    const int64_t t = at.t, t_prev = at.t_prev, rows = at.rows;
+    const int64_t resumed = at.resumed;
     // Finished sequences get no gradient here, and the weight-gradient GEMMs
     // after the loop read every row.
     zero_finished_rows(dgates_x.select(0, t), rows, d * G * H, G * H);

@@ -156,10 +156,6 @@ DEEPRNN_FLOAT_CLONES void panel_gemm_float(
 
 } // namespace
 
-int64_t panel_size(int64_t cols, int64_t depth) {
-  return cols * depth;
-}
-
 void pack_panel(
     int64_t cols,
     int64_t depth,

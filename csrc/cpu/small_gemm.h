@@ -1,9 +1,10 @@
 #pragma once
 
-// The recurrent product of the fused small-batch step (see rnn_cpu.cpp):
-// out[b, c] = sum_k a[b, k] * W[c, k] for a few batch rows b, with W a slice
-// of W_hh packed once per layer into a panel that the thread using it keeps
-// in its own L2 cache. At small batches a BLAS call costs more in overhead
+// The matrix products of the fused small-batch step (see rnn_cpu.cpp):
+// out[b, c] = sum_k a[b, k] * W[c, k] for a few batch rows b, with W a
+// thread's slice of W_hh (or of W_ih, W_hr, or their transposes in backward)
+// packed once per layer call into a panel that the thread keeps in its own
+// L2 cache. At small batches a BLAS call costs more in overhead
 // (argument checks, packing, its own threading) than the arithmetic; this
 // kernel is a plain register-tiled loop, compiled for AVX-512, AVX2 and
 // baseline x86-64 and picked at load time. Float32 only.
@@ -13,11 +14,8 @@
 namespace deeprnn {
 namespace cpu {
 
-// Floats a panel of `cols` columns and depth `depth` takes.
-int64_t panel_size(int64_t cols, int64_t depth);
-
 // Packs W[c, k] = w[c * stride_c + k * stride_k] (c < cols, k < depth) into
-// `panel` (panel_size(cols, depth) floats): blocks of 64 columns, each block
+// `panel` (cols * depth floats, no padding): blocks of 64 columns, each block
 // [depth, width] row-major, so that the kernel streams it contiguously.
 void pack_panel(
     int64_t cols,
