@@ -238,15 +238,25 @@ DEEPRNN_INLINE void rnn_forward_rows(
     const scalar_t* bias,
     Rows<scalar_t> h_out) {
   using acc_t = acc<scalar_t>;
-  for (int64_t b = b0; b < b1; ++b) {
-    const scalar_t* g = gates.row(b);
-    const scalar_t* r = recurrent.row(b);
-    scalar_t* ho = h_out.row(b);
+  // One loop per activation: with the choice inside, GCC 12 stopped
+  // vectorising the tanh loop.
+  auto rows = [&](auto relu_constant) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const scalar_t* g = gates.row(b);
+      const scalar_t* r = recurrent.row(b);
+      scalar_t* ho = h_out.row(b);
 #pragma GCC ivdep
-    for (int64_t j = 0; j < hidden; ++j) {
-      ho[j] = cell::rnn_forward<acc_t, FastMath>(
-          acc_t(g[j]) + acc_t(r[j]) + acc_t(bias[j]), relu);
+      for (int64_t j = 0; j < hidden; ++j) {
+        ho[j] = cell::rnn_forward<acc_t, FastMath>(
+            acc_t(g[j]) + acc_t(r[j]) + acc_t(bias[j]),
+            decltype(relu_constant)::value);
+      }
     }
+  };
+  if (relu) {
+    rows(std::true_type{});
+  } else {
+    rows(std::false_type{});
   }
 }
 

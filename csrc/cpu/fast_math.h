@@ -4,9 +4,11 @@
 //
 // libm's expf/tanhf are calls the compiler cannot vectorise, and they were
 // the largest term of a CPU LSTM step. These are branch-free polynomial
-// versions (Cephes-style range reduction, ~2 ulp) that GCC and Clang turn
-// into SIMD code inside the cell loops. Double keeps libm: its tests ask for
-// 1e-10 and its speed matters less.
+// versions (Cephes-style range reduction) that GCC and Clang turn into SIMD
+// code inside the cell loops: the sigmoid within 3 ulps of libm, tanh within
+// 4, with exact saturation (tests/cpp/test_fast_math.cpp checks both over
+// ~23 million arguments). Double keeps libm: its tests ask for 1e-10 and its
+// speed matters less.
 
 #include "common/cell_math.h"
 
@@ -18,14 +20,13 @@
 namespace deeprnn {
 namespace cpu {
 
-inline float exp_approx(float x) {
-  // Clamped so that 2^n stays a normal float; NaN passes through the
-  // comparisons and the polynomial unchanged.
-  x = x < -87.3f ? -87.3f : x;
-  x = x > 88.3f ? 88.3f : x;
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  // x - n*ln2 in two parts keeps the reduction exact to float rounding.
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+// Every branch below is a select the compiler turns into a compare and a
+// blend, two vector instructions each: the activations clamp their argument
+// once and the helpers they call do not clamp again.
+
+// e^r - 1 for |r| <= ln(2)/2 (Cephes' polynomial, ~1 ulp), with no
+// cancellation near zero.
+inline float expm1_reduced(float r) {
   const float r2 = r * r;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -33,20 +34,50 @@ inline float exp_approx(float x) {
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  p = p * r2 + r + 1.0f;
+  return p * r2 + r;
+}
+
+// x = n ln(2) + r with n integral and |r| <= ln(2)/2; `n` gets n. The
+// reduction is exact to float rounding (ln(2) in two parts).
+inline float reduce_ln2(float x, float& n) {
+  n = std::floor(x * 1.44269504088896341f + 0.5f);
+  return x - n * 0.693359375f + n * 2.12194440e-4f;
+}
+
+// 2^n for an integral n in [-126, 127].
+inline float exp2_integer(float n) {
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
+  return scale;
 }
 
-// 1/x for x in [1, 1e38], the only denominators below (1 + e^y with y
-// clamped by the callers). A vector division is the slowest instruction of the
-// cell loop (it was a third of it); an integer first guess and three Newton
-// steps (each doubles the correct bits: ~4, 8, 16, 32) cost a few FMAs and stay
-// within an ulp or two, and exact at 1 (where the Newton steps stall one ulp
-// below): a saturated sigmoid is exactly 1, so its derivative is exactly 0.
-// NaN propagates through the Newton steps.
+// e^x for x in [-87.3, 88.3] (the caller clamps: 2^n stays a normal float).
+// NaN passes through unchanged.
+inline float exp_unclamped(float x) {
+  float n;
+  const float r = reduce_ln2(x, n);
+  return (expm1_reduced(r) + 1.0f) * exp2_integer(n);
+}
+
+// e^x - 1 for x in [0, 88.3]: 2^n (e^r - 1) + (2^n - 1) adds two numbers of
+// the same sign, so it keeps its relative accuracy as x goes to zero, where
+// e^x - 1 itself would cancel.
+inline float expm1_nonnegative(float x) {
+  float n;
+  const float r = reduce_ln2(x, n);
+  const float scale = exp2_integer(n);
+  return expm1_reduced(r) * scale + (scale - 1.0f);
+}
+
+// 1/x for x in [1, 1e38], the only denominators below. A vector division is
+// the slowest instruction of the cell loop (it was a third of it): an
+// integer first guess and three Newton steps (each doubles the correct bits:
+// ~4, 8, 16, 32) cost a few multiply-adds and stay within an ulp or two. The
+// last step adds its correction last, r + r (1 - x r): at x = 1 that is
+// (1 - e) + (1 - e) e = 1 - e^2, which rounds to exactly 1, so a saturated
+// sigmoid is exactly 1 and its derivative exactly 0 with no select. NaN
+// propagates through the Newton steps.
 inline float reciprocal_approx(float x) {
   int32_t bits;
   std::memcpy(&bits, &x, sizeof(bits));
@@ -55,37 +86,31 @@ inline float reciprocal_approx(float x) {
   std::memcpy(&r, &bits, sizeof(r));
   r = r * (2.0f - x * r);
   r = r * (2.0f - x * r);
-  r = r * (2.0f - x * r);
-  return x == 1.0f ? 1.0f : r;
+  return r + r * (1.0f - x * r);
 }
 
 inline float sigmoid_approx(float x) {
-  // Beyond +-80 the result is 1 or below 2e-35: clamping keeps 1 + e^-x
-  // inside reciprocal_approx's range (NaN passes the comparisons). Below -88
-  // libm's e^-x overflows float and the sigmoid is exactly 0; so is ours.
+  // Beyond +-80 the result is 1 or below 2e-35: clamping keeps e^-x in
+  // exp_unclamped's range and 1 + e^-x in reciprocal_approx's (NaN passes
+  // the comparisons). Below -88 libm's e^-x overflows float and the sigmoid
+  // is exactly 0; so is ours.
   const float clamped = x < -80.0f ? -80.0f : (x > 80.0f ? 80.0f : x);
-  const float y = reciprocal_approx(1.0f + exp_approx(-clamped));
+  const float y = reciprocal_approx(1.0f + exp_unclamped(-clamped));
   return x < -88.0f ? 0.0f : y;
 }
 
 inline float tanh_approx(float x) {
-  // Clamping keeps e^{2a} small. From 13*ln(2) = 9.0109 on, 1 - tanh(x) <
-  // 2^-25 and tanh(x) rounds to exactly 1 in float: return that exactly, so
-  // that a saturated unit's derivative 1 - tanh^2 is exactly 0, as in torch.
+  // tanh(a) = (e^{2a} - 1) / (e^{2a} + 1) for a = |x|, with e^{2a} - 1 from
+  // expm1_nonnegative: accurate near zero as well, with no second formula
+  // for small arguments. Clamping keeps e^{2a} small (NaN passes). From
+  // 13 ln(2) = 9.0109 on, 1 - tanh(x) < 2^-25 and tanh(x) rounds to exactly
+  // 1 in float: return that exactly, so that a saturated unit's derivative
+  // 1 - tanh^2 is exactly 0, as in torch.
   const float abs_x = std::fabs(x);
   const float a = abs_x > 9.5f ? 9.5f : abs_x;
-  // Near zero 1 - 2/(e^{2a}+1) cancels; an odd polynomial is exact there.
-  const float z = x * x;
-  float p = -5.70498872745e-3f;
-  p = p * z + 2.06390887954e-2f;
-  p = p * z - 5.37397155531e-2f;
-  p = p * z + 1.33314422036e-1f;
-  p = p * z - 3.33332819422e-1f;
-  const float small = x + x * z * p;
-  const float below_one =
-      1.0f - 2.0f * reciprocal_approx(exp_approx(2.0f * a) + 1.0f);
-  const float large = abs_x > 9.0109f ? 1.0f : below_one;
-  return a < 0.625f ? small : std::copysign(large, x);
+  const float em1 = expm1_nonnegative(2.0f * a);
+  const float below_one = em1 * reciprocal_approx(em1 + 2.0f);
+  return std::copysign(abs_x > 9.0109f ? 1.0f : below_one, x);
 }
 
 // The Math policy of common/cell_math.h for the CPU: the approximations for
