@@ -21,10 +21,7 @@ namespace {
 using deeprnn::cpu::sigmoid_approx;
 using deeprnn::cpu::tanh_approx;
 
-DEEPRNN_FLOAT_CLONES void sigmoid_all(
-    const float* x,
-    float* y,
-    int64_t n) {
+DEEPRNN_FLOAT_CLONES void sigmoid_all(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     y[i] = sigmoid_approx(x[i]);
   }
