@@ -195,7 +195,8 @@ StepRows step_rows(
 // BLAS call runs inside the region (the cell kernels' at::parallel_for runs
 // inline there), so nothing in it can throw. Float32, batch <= kFusedMaxBatch,
 // with or without lengths and LSTM projections (a second barrier per step: the
-// projection reads every unit). The rest takes the general loop.
+// projection reads every unit), where the packing pays (fused_step_applies).
+// The rest takes the general loop.
 
 // Above this batch the general loop (MKL's packed GEMM from 32 rows) wins:
 // with the fused loop at batch 32 and 64 the LSTM inference of bench.py's
@@ -209,10 +210,42 @@ constexpr int64_t kFusedMinWorkPerThread = int64_t{1} << 15;
 // Units are dealt to threads in blocks of this many (one vector of floats).
 constexpr int64_t kFusedUnitBlock = 16;
 
-// Whether the fused loop runs this layer (forward and backward alike).
+// The fused loop packs its weights on every call. Packing (a transposing
+// copy into fresh pages) costs about as much as this many bytes of weights
+// per row of the layer's steps (T x B rows) save; below that the general
+// loop wins. Measured on this project's VM (2 threads, f32 inference): LSTM
+// H = 256, 2 layers (2 MiB of W_hh and W_ih per layer) broke even at T = 20
+// to 30 with B = 1 and about T = 10 with B = 8; at T = 1 the fused loop took
+// 0.8 ms against the general loop's 0.23.
+constexpr int64_t kFusedPanelBytesPerRow = int64_t{64} << 10;
+// Beyond this many bytes of panels a layer's weights no longer stay in the
+// threads' L2 caches, and the fused loop stopped winning: LSTM H = 1024,
+// B = 1 (32 MiB) took 97 ms against the general loop's 87 at T = 200, and
+// 2.5x as long at T = 16. (H = 512, 8 MiB, still won: 16.7 ms against 20.1
+// at T = 200.)
+constexpr int64_t kFusedMaxPanelBytes = int64_t{8} << 20;
+
+// The bytes of weights the fused loop packs for a layer: W_hh (and W_hr) in
+// both passes, plus W_ih (`input_size` columns) in an inference forward,
+// which projects the input inside its region; pass 0 for training.
+int64_t fused_panel_bytes(const RNNConfig& cfg, int64_t input_size) {
+  const int64_t per_direction =
+      cfg.gates * cfg.hidden_size * (cfg.proj_size + input_size) +
+      (cfg.has_proj ? cfg.hidden_size * cfg.proj_size : 0);
+  return cfg.num_directions * per_direction *
+      static_cast<int64_t>(sizeof(float));
+}
+
+// Whether the fused loop runs this layer: float32, a small batch, enough
+// steps to pay for the packing and weights that fit the caches. Training's
+// forward and backward decide alike (input_size 0); either pass's loop works
+// with the other's reserve.
 template <typename scalar_t>
-bool fused_step_applies(const RNNConfig& cfg) {
+bool fused_step_applies(const RNNConfig& cfg, int64_t input_size) {
+  const int64_t bytes = fused_panel_bytes(cfg, input_size);
   return std::is_same_v<scalar_t, float> && cfg.batch <= kFusedMaxBatch &&
+      bytes <= kFusedMaxPanelBytes &&
+      cfg.seq_len * cfg.batch * kFusedPanelBytesPerRow >= bytes &&
       cpu_fused_step_enabled();
 }
 
@@ -633,6 +666,14 @@ void forward_steps_fused(
   });
 }
 
+// The general loop copies W_hh^T to a contiguous matrix when the layer runs
+// at least this many rows (T x B) of recurrent GEMM, else it multiplies by
+// the transposed view. Measured on this project's VM (2 threads, MKL), the
+// copy (torch's transpose copy: ~2.5 GB/s) pays for itself after 4-8 steps
+// at B = 16, 35-45 at B = 4, 14-3500 at B = 1; at T = 1 it was 83% of a
+// GRU layer with H = 1024 (10.5 of 12.7 ms).
+constexpr int64_t kMinRowsForTransposedCopy = 256;
+
 // Inference projects the input this many bytes of gates at a time (per
 // direction): about an L2 cache.
 constexpr int64_t kProjectionChunkBytes = int64_t{1} << 20;
@@ -726,7 +767,8 @@ void forward_layer(
         gates_ptr + (d * chunk_steps + offset) * B * G * H, G * H};
   };
 
-  if (fused_step_applies<scalar_t>(cfg)) {
+  if (fused_step_applies<scalar_t>(
+          cfg, whole_sequence ? 0 : layer_input.size(2))) {
     if constexpr (std::is_same_v<scalar_t, float>) {
       forward_steps_fused(
           cfg,
@@ -755,13 +797,15 @@ void forward_layer(
   }
 
   // The recurrent GEMM's weight, prepared once for all T steps: packed by
-  // MKL where possible, else W_hh^T made contiguous (small GEMMs run
-  // markedly faster in BLAS's NN form than on the transposed view).
+  // MKL where possible, else W_hh^T made contiguous where enough steps pay
+  // for the copy (small GEMMs run up to twice as fast in BLAS's NN form as
+  // on the transposed view), else the view.
   const auto packed_hh = packed_weights<scalar_t>(cfg, cells, layer, true);
   std::vector<Tensor> w_hh_t(D);
   for (const auto d : c10::irange(D)) {
     if (!packed_hh[d].has_value()) {
-      w_hh_t[d] = cells[layer * D + d].w_hh.t().contiguous(); // [P, G*H]
+      const Tensor view = cells[layer * D + d].w_hh.t(); // [P, G*H]
+      w_hh_t[d] = T * B >= kMinRowsForTransposedCopy ? view.contiguous() : view;
     }
   }
 
@@ -1253,7 +1297,7 @@ void backward_layer(
   };
 
   // The fused loop (float, small batches) replaces the time loop below.
-  const bool fused = fused_step_applies<scalar_t>(cfg);
+  const bool fused = fused_step_applies<scalar_t>(cfg, 0);
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (fused) {
       backward_steps_fused(

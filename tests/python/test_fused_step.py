@@ -31,12 +31,14 @@ from deeprnn_test_utils import make_pair
 # (mode, T, B, input_size, hidden_size, num_layers, bidirectional, proj_size)
 # A team of two needs 2 x 32768 multiply-adds per step (D * B * G * H * P):
 # all but the one-thread shape have that, so that their unit split runs
-# wherever there are two processors.
+# wherever there are two processors. Every layer has T x B >= its packed
+# bytes / 64 KiB and at most 8 MiB of them, so the fused loop takes it
+# (fused_step_applies).
 CONFIGS = [
-    ("LSTM", 7, 1, 10, 256, 2, False, 0),  # 128 units per thread
+    ("LSTM", 32, 1, 10, 256, 2, False, 0),  # 128 units per thread
     ("LSTM", 5, 16, 12, 48, 1, True, 0),  # 3 blocks of 16 over 2 threads
     ("LSTM", 4, 1, 3, 5, 1, False, 0),  # one thread, columns < 16
-    ("LSTM", 20, 16, 8, 512, 1, True, 0),  # inference: 8 steps per chunk
+    ("LSTM", 40, 16, 8, 256, 1, True, 0),  # inference: 16 steps per chunk
     # Projections: the P outputs split like the units (a second barrier).
     ("LSTM", 6, 8, 7, 128, 2, True, 48),
     ("LSTM", 5, 2, 4, 256, 1, False, 72),  # 72 outputs: 4 blocks + 8
@@ -189,6 +191,11 @@ def test_training_matches_torch_nn(config, lengths, fused, threads):
     [
         ("batch 17", ("GRU", 5, 17, 4, 32, 1, False, 0), torch.float32),
         ("float64", ("LSTM", 5, 2, 4, 32, 1, False, 0), torch.float64),
+        # 2 MiB of W_hh and W_ih to pack: 32 rows of steps pay for that.
+        ("too few steps", ("LSTM", 4, 1, 256, 256, 1, False, 0), torch.float32),
+        # 8.3 MiB of panels, beyond the 8 MiB that stay in the caches.
+        ("weights too large", ("RNN_TANH", 140, 1, 1100, 1024, 1, False, 0),
+         torch.float32),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
@@ -204,6 +211,26 @@ def test_general_loop_where_the_fused_one_does_not_apply(
         actual, _ = _run(ours, x, state, lens, False)
     assert _fused_layers() == before, why
     torch.testing.assert_close(actual, expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("fused", [1], ids=["on"], indirect=True)
+def test_fused_loop_starts_where_the_steps_pay_for_the_packing(fused):
+    # LSTM, I = H = 256, B = 1. Inference packs W_hh and W_ih (2 MiB: 32
+    # rows at 64 KiB a row); training packs W_hh only (1 MiB: 16 rows), in
+    # its forward and its backward alike.
+    for T, expected in [(31, 0), (32, 1)]:
+        _, ours, x, state = _pair_and_inputs(("LSTM", T, 1, 256, 256, 1, False, 0))
+        before = _fused_layers()
+        with torch.no_grad():
+            ours(x, state)
+        assert _fused_layers() - before == expected, T
+    for T, expected in [(15, 0), (16, 1)]:
+        _, ours, x, state = _pair_and_inputs(("LSTM", T, 1, 256, 256, 1, False, 0))
+        before = (_fused_layers(), _fused_backward_layers())
+        out, _ = ours(x.requires_grad_(), state)
+        out.sum().backward()
+        after = (_fused_layers(), _fused_backward_layers())
+        assert (after[0] - before[0], after[1] - before[1]) == (expected, expected), T
 
 
 @pytest.mark.parametrize("fused", [1], ids=["on"], indirect=True)
