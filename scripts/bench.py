@@ -99,6 +99,9 @@ ROWS = {
         Row("deep", 100, 32, 256, 256, 4),
         Row("small-batch", 200, 1, 256, 256, 2),
         Row("long", 1000, 16, 128, 128, 1),
+        # One step per call, as in autoregressive decoding: what a call costs
+        # besides its arithmetic (weight preparation, dispatch) dominates.
+        Row("decode", 1, 1, 512, 512, 2),
         Row("large", 256, 128, 1024, 1024, 2, bidirectional=True,
             gpu_only=True),
     ]

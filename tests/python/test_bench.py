@@ -78,6 +78,6 @@ def test_default_rows_follow_the_device():
     cpu, cuda = bench.default_rows("cpu"), bench.default_rows("cuda")
     assert "large" not in cpu and "large" in cuda
     assert cuda == cpu + ["large"]
-    assert cpu == ["fastrnns", "stacked-bi", "deep", "small-batch", "long"]
+    assert cpu == ["fastrnns", "stacked-bi", "deep", "small-batch", "long", "decode"]
     assert bench.ROWS["large"].describe() == (
         "T=256 B=128 I=1024 H=1024 L=2 bidirectional, GPU only")
