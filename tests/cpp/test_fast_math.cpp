@@ -65,11 +65,22 @@ std::vector<float> evaluate(
   return ys;
 }
 
+// The largest error seen and where.
+struct Worst {
+  double ulps = 0.0;
+  float x = 0.0f;
+  void see(float at, double error) {
+    if (error > ulps) {
+      ulps = error;
+      x = at;
+    }
+  }
+};
+
 TEST(FastMath, SigmoidIsWithinThreeUlpsOfLibm) {
   const std::vector<float> xs = sample_arguments();
   const std::vector<float> ys = evaluate(sigmoid_all, xs);
-  double worst = 0.0;
-  float worst_x = 0.0f;
+  Worst worst;
   for (size_t i = 0; i < xs.size(); ++i) {
     const double x = xs[i];
     const double want = 1.0 / (1.0 + std::exp(-x));
@@ -80,25 +91,19 @@ TEST(FastMath, SigmoidIsWithinThreeUlpsOfLibm) {
       // Clamped at -80: below 2e-35, the documented absolute error.
       ASSERT_LE(ys[i], 2e-35f) << "x = " << xs[i];
       ASSERT_GE(ys[i], 0.0f) << "x = " << xs[i];
-    } else if (ulps(ys[i], want) > worst) {
-      worst = ulps(ys[i], want);
-      worst_x = xs[i];
+    } else {
+      worst.see(xs[i], ulps(ys[i], want));
     }
   }
-  EXPECT_LE(worst, 3.0) << "worst at x = " << worst_x;
+  EXPECT_LE(worst.ulps, 3.0) << "worst at x = " << worst.x;
 }
 
 TEST(FastMath, TanhIsWithinFourUlpsOfLibmAndOdd) {
   const std::vector<float> xs = sample_arguments();
   const std::vector<float> ys = evaluate(tanh_all, xs);
-  double worst = 0.0;
-  float worst_x = 0.0f;
+  Worst worst;
   for (size_t i = 0; i < xs.size(); ++i) {
-    const double error = ulps(ys[i], std::tanh(static_cast<double>(xs[i])));
-    if (error > worst) {
-      worst = error;
-      worst_x = xs[i];
-    }
+    worst.see(xs[i], ulps(ys[i], std::tanh(static_cast<double>(xs[i]))));
     // xs holds x, -x pairs: tanh(-x) is exactly -tanh(x), signed zero too.
     if (i % 2 == 1) {
       ASSERT_EQ(ys[i], -ys[i - 1]) << "x = " << xs[i - 1];
@@ -106,7 +111,7 @@ TEST(FastMath, TanhIsWithinFourUlpsOfLibmAndOdd) {
           << "x = " << xs[i - 1];
     }
   }
-  EXPECT_LE(worst, 4.0) << "worst at x = " << worst_x;
+  EXPECT_LE(worst.ulps, 4.0) << "worst at x = " << worst.x;
 }
 
 TEST(FastMath, SaturatedValuesAreExact) {
