@@ -213,10 +213,13 @@ constexpr int64_t kFusedUnitBlock = 16;
 // The fused loop packs its weights on every call. Packing (a transposing
 // copy into fresh pages) costs about as much as this many bytes of weights
 // per row of the layer's steps (T x B rows) save; below that the general
-// loop wins. Measured on this project's VM (2 threads, f32 inference): LSTM
-// H = 256, 2 layers (2 MiB of W_hh and W_ih per layer) broke even at T = 20
-// to 30 with B = 1 and about T = 10 with B = 8; at T = 1 the fused loop took
-// 0.8 ms against the general loop's 0.23.
+// loop wins. Measured on this project's VM (2 threads, f32 inference, with
+// the register-transposing pack_panel): LSTM H = 256, 2 layers (2 MiB of
+// W_hh and W_ih per layer) broke even at T = 8 to 16 with B = 1 and T = 4
+// to 8 with B = 8; LSTM and GRU H = 512 at B = 2 (8 and 6 MiB) still lost
+// at T = 32 (by 7% and 5%). A rule in rows is only roughly right across
+// batches, and errs towards the general loop, which never loses much at
+// short T: at T = 1 the fused loop took 0.8 ms against its 0.23.
 constexpr int64_t kFusedPanelBytesPerRow = int64_t{64} << 10;
 // Beyond this many bytes of panels a layer's weights no longer stay in the
 // threads' L2 caches, and the fused loop stopped winning: LSTM H = 1024,
