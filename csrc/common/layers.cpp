@@ -198,26 +198,31 @@ void layer_weight_and_input_gradients(
       const int64_t first = d == 0 ? 0 : T - 1;
       const int64_t rest_begin = d == 0 ? 1 : 0; // steps reading y
       const int64_t y_begin = d == 0 ? 0 : 1; // their h_{t-1} rows of y
-      const Tensor dgh_rest = dgates_h.narrow(0, rest_begin, T - 1)
-                                  .narrow(2, d * G * H, G * H)
-                                  .view({(T - 1) * B, G * H});
-      const Tensor h_rest = y.narrow(0, y_begin, T - 1)
-                                .narrow(2, d * P, P)
-                                .view({(T - 1) * B, P});
-      at::mm_out(dparams[base + 1], dgh_rest.t(), h_rest);
       // With lengths, the reverse direction reads h0 at each sequence's
-      // last valid step: gather those rows of dG_h (in the GEMM above they
-      // met the zeros that y holds past a sequence's end).
+      // last valid step: gather those rows of dG_h (in the GEMM below they
+      // meet the zeros that y holds past a sequence's end).
       const Tensor dgh_first = d == 1 && plan != nullptr
           ? dgates_h.view({T * B, D * G * H})
                 .index_select(0, reverse_start_rows(*plan, B, opts.device()))
                 .narrow(1, G * H, G * H)
           : dgates_h.select(0, first).narrow(1, d * G * H, G * H);
-      at::addmm_out(
-          dparams[base + 1],
-          dparams[base + 1],
-          dgh_first.t(),
-          h0.select(0, layer * D + d));
+      const Tensor h_first = h0.select(0, layer * D + d);
+      if (T == 1) {
+        // One step (one step per call, as in decoding): one GEMM. An empty
+        // GEMM for the other steps would zero-fill dW_hh first, a pass over
+        // it as long as the GEMM's own.
+        at::mm_out(dparams[base + 1], dgh_first.t(), h_first);
+      } else {
+        const Tensor dgh_rest = dgates_h.narrow(0, rest_begin, T - 1)
+                                    .narrow(2, d * G * H, G * H)
+                                    .view({(T - 1) * B, G * H});
+        const Tensor h_rest = y.narrow(0, y_begin, T - 1)
+                                  .narrow(2, d * P, P)
+                                  .view({(T - 1) * B, P});
+        at::mm_out(dparams[base + 1], dgh_rest.t(), h_rest);
+        at::addmm_out(
+            dparams[base + 1], dparams[base + 1], dgh_first.t(), h_first);
+      }
       if (cfg.has_biases) {
         at::sum_out(dparams[base + 2], dgx_d, {0});
         at::sum_out(dparams[base + 3], dgh_d, {0});
