@@ -154,13 +154,21 @@ DEEPRNN_FLOAT_CLONES void panel_gemm_float(
   }
 }
 
+// GCC's __builtin_shuffle; other compilers pack one float at a time.
+#if defined(__GNUC__) && !defined(__clang__)
+#define DEEPRNN_TRANSPOSE_IN_REGISTERS 1
+#else
+#define DEEPRNN_TRANSPOSE_IN_REGISTERS 0
+#endif
+
+#if DEEPRNN_TRANSPOSE_IN_REGISTERS
 // Eight floats: one AVX2 register (half an AVX-512 one, two SSE ones).
 typedef float Vec8 __attribute__((vector_size(32)));
 typedef int32_t Mask8 __attribute__((vector_size(32)));
 
-// Transposes the 8 x 8 block rows[i][j] in place (rows[i][j] <- rows[j][i]):
-// three rounds of two-input shuffles, which GCC turns into unpack, shuffle
-// and lane-permute instructions.
+// Transposes the 8 x 8 block r in place (r[i][j] <- r[j][i]): three rounds
+// of two-input shuffles, which GCC turns into unpack, shuffle and
+// lane-permute instructions.
 DEEPRNN_INLINE void transpose8(Vec8 (&r)[8]) {
   Vec8 t[8];
   for (int i = 0; i < 8; i += 2) {
@@ -189,6 +197,7 @@ DEEPRNN_INLINE void transpose8(Vec8 (&r)[8]) {
     r[i] = t[i];
   }
 }
+#endif
 
 // pack_panel's layout (see small_gemm.h). Three cases:
 // - W's columns are contiguous in k (stride_c == 1: backward packs W_hh's
@@ -218,6 +227,7 @@ DEEPRNN_FLOAT_CLONES void pack_panel_float(
       continue;
     }
     int64_t k_done = 0, c_done = 0;
+#if DEEPRNN_TRANSPOSE_IN_REGISTERS
     if (stride_k == 1) {
       k_done = depth / 8 * 8;
       c_done = width / 8 * 8;
@@ -234,6 +244,7 @@ DEEPRNN_FLOAT_CLONES void pack_panel_float(
         }
       }
     }
+#endif
     // The edges: depth past k_done for the transposed columns, and every
     // column past c_done.
     for (int64_t k = 0; k < depth; ++k) {
