@@ -44,9 +44,17 @@ inline float reduce_ln2(float x, float& n) {
   return x - n * 0.693359375f + n * 2.12194440e-4f;
 }
 
-// 2^n for an integral n in [-126, 127].
+// 2^n for an integral n in [-126, 127]. Adding 1.5 * 2^23 puts n in the low
+// bits of the sum's representation; the exponent is built from those in
+// unsigned arithmetic, well defined for every input: a NaN n (from a NaN
+// argument) gives some float, and the caller's product with NaN stays NaN.
+// (A float-to-int conversion of NaN, and a left shift of the negative
+// result, are undefined behaviour; UBSan flagged the shift.)
 inline float exp2_integer(float n) {
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  const float shifted = n + 12582912.0f;
+  uint32_t bits;
+  std::memcpy(&bits, &shifted, sizeof(bits));
+  bits = (bits - 0x4B400000u + 127u) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return scale;
@@ -79,9 +87,9 @@ inline float expm1_nonnegative(float x) {
 // sigmoid is exactly 1 and its derivative exactly 0 with no select. NaN
 // propagates through the Newton steps.
 inline float reciprocal_approx(float x) {
-  int32_t bits;
+  uint32_t bits;
   std::memcpy(&bits, &x, sizeof(bits));
-  bits = 0x7EF311C7 - bits;
+  bits = 0x7EF311C7u - bits;
   float r;
   std::memcpy(&r, &bits, sizeof(r));
   r = r * (2.0f - x * r);
