@@ -193,35 +193,30 @@ void layer_weight_and_input_gradients(
           dparams[base],
           dgx_d.t(),
           layer_input.view({T * B, layer_input.size(2)}));
-      // dW_hh = sum_t dG_h(t)^T h_{t-1}: the steps whose h_{t-1} is a row of
-      // y in one GEMM, the step that read h0 in another.
+      // dW_hh = sum_t dG_h(t)^T h_{t-1}: the step that read h0 in one GEMM,
+      // the steps whose h_{t-1} is a row of y added in another (none at
+      // T = 1, as in decoding: an empty GEMM would only zero-fill dW_hh).
       const int64_t first = d == 0 ? 0 : T - 1;
       const int64_t rest_begin = d == 0 ? 1 : 0; // steps reading y
       const int64_t y_begin = d == 0 ? 0 : 1; // their h_{t-1} rows of y
       // With lengths, the reverse direction reads h0 at each sequence's
-      // last valid step: gather those rows of dG_h (in the GEMM below they
+      // last valid step: gather those rows of dG_h (in the second GEMM they
       // meet the zeros that y holds past a sequence's end).
       const Tensor dgh_first = d == 1 && plan != nullptr
           ? dgates_h.view({T * B, D * G * H})
                 .index_select(0, reverse_start_rows(*plan, B, opts.device()))
                 .narrow(1, G * H, G * H)
           : dgates_h.select(0, first).narrow(1, d * G * H, G * H);
-      const Tensor h_first = h0.select(0, layer * D + d);
-      if (T == 1) {
-        // One step (one step per call, as in decoding): one GEMM. An empty
-        // GEMM for the other steps would zero-fill dW_hh first, a pass over
-        // it as long as the GEMM's own.
-        at::mm_out(dparams[base + 1], dgh_first.t(), h_first);
-      } else {
+      at::mm_out(dparams[base + 1], dgh_first.t(), h0.select(0, layer * D + d));
+      if (T > 1) {
         const Tensor dgh_rest = dgates_h.narrow(0, rest_begin, T - 1)
                                     .narrow(2, d * G * H, G * H)
                                     .view({(T - 1) * B, G * H});
         const Tensor h_rest = y.narrow(0, y_begin, T - 1)
                                   .narrow(2, d * P, P)
                                   .view({(T - 1) * B, P});
-        at::mm_out(dparams[base + 1], dgh_rest.t(), h_rest);
         at::addmm_out(
-            dparams[base + 1], dparams[base + 1], dgh_first.t(), h_first);
+            dparams[base + 1], dparams[base + 1], dgh_rest.t(), h_rest);
       }
       if (cfg.has_biases) {
         at::sum_out(dparams[base + 2], dgx_d, {0});
