@@ -1,7 +1,9 @@
-"""The CPU kernels' two recurrent-GEMM paths: MKL-packed weights (float32,
-batch >= 32, where torch carries MKL) and the plain at::mm fallback. The
-parity tests run the packed path on their large shapes and the fallback on
-the small ones; here the fallback also runs on the large shapes."""
+"""The CPU kernels' two GEMM paths: MKL-packed weights (float32, where torch
+carries MKL: W_hh for the recurrent GEMM from batch 32, W_ih for an
+inference's input projection when it takes several chunks of at least 32
+rows) and the plain at::mm fallback. The parity tests run the packed path on
+their large shapes and the fallback on the small ones; here the fallback
+also runs on the large shapes."""
 
 import os
 import pathlib
@@ -37,7 +39,8 @@ def test_environment_variable_disables_packed_gemm():
 def test_fallback_matches_torch_nn_on_large_shapes():
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         str(TESTS / "test_parity.py"), "-k", "threaded"],
+         str(TESTS / "test_parity.py"), "-k",
+         "threaded or inference_parity"],
         env=_env_without_packing(), capture_output=True, text=True, cwd=TESTS)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout
