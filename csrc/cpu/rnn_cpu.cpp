@@ -73,25 +73,25 @@ void for_each_direction(int64_t directions, const F& f) {
 // (B = 1: slower) than its plain GEMM on this project's CPU benchmark.
 constexpr int64_t kMinRowsForPacking = 32;
 
-// One weight of each direction of `layer` (W_hh, or W_ih with `input`)
-// packed for GEMMs of up to `rows` rows: forward multiplies by W^T
-// (transpose), backward by W. Empty where MKL's packed GEMM is unavailable,
-// scalar_t is not float, or `rows` is below kMinRowsForPacking.
+// One weight of each direction of `layer` (`weight`: &CellParams::w_hh or
+// &CellParams::w_ih) packed for GEMMs of up to `rows` rows: forward
+// multiplies by W^T (transpose), backward by W. Empty where MKL's packed
+// GEMM is unavailable, scalar_t is not float, or `rows` is below
+// kMinRowsForPacking.
 template <typename scalar_t>
 std::vector<std::optional<cpu::PackedWeight>> packed_weights(
     const RNNConfig& cfg,
     const std::vector<CellParams>& cells,
     int64_t layer,
+    at::Tensor CellParams::*weight,
     bool transpose,
-    int64_t rows,
-    bool input = false) {
+    int64_t rows) {
   std::vector<std::optional<cpu::PackedWeight>> packed(cfg.num_directions);
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (cpu::PackedWeight::available() && rows >= kMinRowsForPacking) {
       for (const auto d : c10::irange(cfg.num_directions)) {
-        const CellParams& p = cells[layer * cfg.num_directions + d];
         packed[d].emplace(
-            (input ? p.w_ih : p.w_hh).contiguous(), rows, transpose);
+            cells[layer * cfg.num_directions + d].*weight, rows, transpose);
       }
     }
   }
@@ -733,20 +733,6 @@ void forward_layer(
     const int64_t end = std::min(T, (chunk + 1) * chunk_steps);
     return d == 0 ? chunk * chunk_steps : T - end;
   };
-  // The general loop's chunks all multiply by W_ih^T: packed once for all
-  // of them below (a plain GEMM packs it again on every call).
-  std::vector<std::optional<cpu::PackedWeight>> packed_ih(D);
-  auto project_chunk = [&](int64_t chunk, int64_t d) {
-    const int64_t start = chunk_start(chunk, d);
-    const int64_t steps =
-        std::min(T, (chunk + 1) * chunk_steps) - chunk * chunk_steps;
-    Tensor out = gates.select(0, d).narrow(0, 0, steps * B);
-    const Tensor x = layer_input.narrow(0, start, steps)
-                         .reshape({steps * B, layer_input.size(2)});
-    if (!multiply_packed(packed_ih, d, x, out, 0.0f)) {
-      at::cpu::mm_out(out, x, cells[layer * D + d].w_ih.t());
-    }
-  };
   const Tensor bias_x = input_bias(cfg, cells, layer, opts); // [D, G*H]
   const Tensor bias_hn = cfg.mode == Mode::GRU
       ? recurrent_bias(cfg, cells, layer, opts)
@@ -811,12 +797,25 @@ void forward_layer(
   // MKL where possible, else W_hh^T made contiguous where enough steps pay
   // for the copy (small GEMMs run up to twice as fast in BLAS's NN form as
   // on the transposed view), else the view.
-  const auto packed_hh =
-      packed_weights<scalar_t>(cfg, cells, layer, true, cfg.batch);
-  if (!whole_sequence && chunk_steps < T) {
-    packed_ih = packed_weights<scalar_t>(
-        cfg, cells, layer, true, chunk_steps * B, /*input=*/true);
-  }
+  const auto packed_hh = packed_weights<scalar_t>(
+      cfg, cells, layer, &CellParams::w_hh, true, cfg.batch);
+  // Inference's chunks all multiply by W_ih^T: packed once for all of them
+  // where there are several (a plain GEMM packs it again on every call).
+  const auto packed_ih = !whole_sequence && chunk_steps < T
+      ? packed_weights<scalar_t>(
+            cfg, cells, layer, &CellParams::w_ih, true, chunk_steps * B)
+      : std::vector<std::optional<cpu::PackedWeight>>(D);
+  auto project_chunk = [&](int64_t chunk, int64_t d) {
+    const int64_t start = chunk_start(chunk, d);
+    const int64_t steps =
+        std::min(T, (chunk + 1) * chunk_steps) - chunk * chunk_steps;
+    Tensor out = gates.select(0, d).narrow(0, 0, steps * B);
+    const Tensor x = layer_input.narrow(0, start, steps)
+                         .reshape({steps * B, layer_input.size(2)});
+    if (!multiply_packed(packed_ih, d, x, out, 0.0f)) {
+      at::cpu::mm_out(out, x, cells[layer * D + d].w_ih.t());
+    }
+  };
   std::vector<Tensor> w_hh_t(D);
   for (const auto d : c10::irange(D)) {
     if (!packed_hh[d].has_value()) {
@@ -1339,7 +1338,8 @@ void backward_layer(
   // dh_{t-1} = dG_t W_hh: W_hh packed once for all T steps (MKL, float).
   const auto packed_hh = fused
       ? std::vector<std::optional<cpu::PackedWeight>>(D)
-      : packed_weights<scalar_t>(cfg, cells, layer, false, cfg.batch);
+      : packed_weights<scalar_t>(
+            cfg, cells, layer, &CellParams::w_hh, false, cfg.batch);
 
   auto direction_step = [&](int64_t step, int64_t d) {
     const CellParams& p = cells[layer * D + d];
