@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <c10/util/irange.h>
 
+#include <algorithm>
+
 namespace deeprnn {
 
 std::optional<LengthsPlan> plan_on_host(
@@ -161,6 +163,154 @@ at::Tensor draw_dropout_mask(const at::Tensor& mask_storage, double p) {
   return mask_storage.bernoulli_(1.0 - p).div_(1.0 - p);
 }
 
+namespace {
+
+// out = a @ b for the first contribution to out, out += a @ b after.
+void mm_into(
+    at::Tensor& out,
+    const at::Tensor& a,
+    const at::Tensor& b,
+    std::vector<bool>::reference written) {
+  if (written) {
+    at::addmm_out(out, out, a, b);
+  } else {
+    at::mm_out(out, a, b);
+    written = true;
+  }
+}
+
+// out = the column sums of rows [N, width], assigned or added as mm_into.
+void column_sums_into(
+    at::Tensor& out,
+    const at::Tensor& rows,
+    std::vector<bool>::reference written) {
+  if (written) {
+    out.add_(rows.sum(0));
+  } else {
+    at::sum_out(out, rows, {0});
+    written = true;
+  }
+}
+
+} // namespace
+
+void add_chunk_gradients(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const at::Tensor& layer_input,
+    const at::Tensor& y,
+    const LayerReserve& saved,
+    const at::Tensor& dgates_x,
+    const at::Tensor& dgates_h,
+    const at::Tensor& dh_total,
+    const StepChunk& chunk,
+    bool need_param_grads,
+    const at::Tensor& dx,
+    std::vector<at::Tensor>& dparams,
+    std::vector<bool>& written) {
+  using at::Tensor;
+  const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
+  const int64_t H = cfg.hidden_size, P = cfg.proj_size, G = cfg.gates;
+  const int64_t n = chunk.steps, I = layer_input.size(2);
+  // Direction d's `width` columns of the chunk's steps, [n*B, width].
+  auto chunk_rows = [&](const Tensor& buffer, int64_t d, int64_t width) {
+    return buffer.narrow(0, 0, n)
+        .narrow(2, d * width, width)
+        .view({n * B, width});
+  };
+  // Rows [first, first + steps) of a [T, B, D*width] tensor, direction d.
+  auto step_rows = [&](const Tensor& sequence,
+                       int64_t first,
+                       int64_t steps,
+                       int64_t d,
+                       int64_t width) {
+    return sequence.narrow(0, first, steps)
+        .narrow(2, d * width, width)
+        .view({steps * B, width});
+  };
+  if (need_param_grads) {
+    const int64_t per = cfg.params_per_direction;
+    for (const auto d : c10::irange(D)) {
+      const int64_t base = (layer * D + d) * per;
+      const int64_t first = chunk.first[d];
+      const Tensor dgx_d = chunk_rows(dgates_x, d, G * H);
+      const Tensor dgh_d = chunk_rows(dgates_h, d, G * H);
+      mm_into(
+          dparams[base],
+          dgx_d.t(),
+          layer_input.narrow(0, first, n).view({n * B, I}),
+          written[base]);
+      // dW_hh += dG_h(t)^T h_{t-1} over the chunk's steps whose h_{t-1} is
+      // a row of y: t >= 1 forward, t <= T - 2 in reverse. (With lengths,
+      // a reverse row's first step meets the zeros y holds past its end;
+      // the steps that read h0 are add_initial_state_gradient's.)
+      const int64_t begin = d == 0 ? std::max<int64_t>(first, 1) : first;
+      const int64_t end = d == 0 ? first + n : std::min(first + n, T - 1);
+      if (end > begin) {
+        const Tensor dgh_rest = dgates_h.narrow(0, begin - first, end - begin)
+                                    .narrow(2, d * G * H, G * H)
+                                    .view({(end - begin) * B, G * H});
+        const int64_t y_first = d == 0 ? begin - 1 : begin + 1;
+        mm_into(
+            dparams[base + 1],
+            dgh_rest.t(),
+            step_rows(y, y_first, end - begin, d, P),
+            written[base + 1]);
+      }
+      if (cfg.has_biases) {
+        column_sums_into(dparams[base + 2], dgx_d, written[base + 2]);
+        column_sums_into(dparams[base + 3], dgh_d, written[base + 3]);
+      }
+      if (cfg.has_proj) {
+        mm_into(
+            dparams[base + per - 1],
+            chunk_rows(dh_total, d, P).t(),
+            step_rows(saved.hidden, first, n, d, H),
+            written[base + per - 1]);
+      }
+    }
+  }
+
+  if (dx.defined()) {
+    if (D == 1 || chunk.first[0] == chunk.first[1]) {
+      // Both directions' steps are the same: one GEMM with [W_ih_fwd;
+      // W_ih_rev] (no other chunk reached these steps).
+      Tensor dx_rows = dx.narrow(0, chunk.first[0], n).view({n * B, I});
+      at::mm_out(
+          dx_rows,
+          dgates_x.narrow(0, 0, n).view({n * B, D * G * H}),
+          stacked_input_weights(cfg, cells, layer));
+    } else {
+      for (const auto d : c10::irange(D)) {
+        Tensor dx_rows = dx.narrow(0, chunk.first[d], n).view({n * B, I});
+        at::addmm_out(
+            dx_rows,
+            dx_rows,
+            chunk_rows(dgates_x, d, G * H),
+            cells[layer * D + d].w_ih);
+      }
+    }
+  }
+}
+
+void add_initial_state_gradient(
+    const RNNConfig& cfg,
+    int64_t layer,
+    int64_t d,
+    const at::Tensor& h0,
+    const at::Tensor& dgh_initial,
+    std::vector<at::Tensor>& dparams,
+    std::vector<bool>& written) {
+  const int64_t index =
+      (layer * cfg.num_directions + d) * cfg.params_per_direction + 1;
+  mm_into(
+      dparams[index],
+      dgh_initial.t(),
+      h0.select(0, layer * cfg.num_directions + d),
+      written[index]);
+}
+
 void layer_weight_and_input_gradients(
     const RNNConfig& cfg,
     const std::vector<CellParams>& cells,
@@ -177,69 +327,39 @@ void layer_weight_and_input_gradients(
     at::Tensor& dx,
     std::vector<at::Tensor>& dparams,
     const LengthsPlan* plan) {
-  using at::Tensor;
   const int64_t T = cfg.seq_len, B = cfg.batch, D = cfg.num_directions;
-  const int64_t H = cfg.hidden_size, P = cfg.proj_size, G = cfg.gates;
-  const auto opts = y.options();
-  if (need_param_grads) {
-    const int64_t per = cfg.params_per_direction;
-    for (const auto d : c10::irange(D)) {
-      const int64_t base = (layer * D + d) * per;
-      const Tensor dgx_d =
-          dgates_x.narrow(2, d * G * H, G * H).view({T * B, G * H});
-      const Tensor dgh_d =
-          dgates_h.narrow(2, d * G * H, G * H).view({T * B, G * H});
-      at::mm_out(
-          dparams[base],
-          dgx_d.t(),
-          layer_input.view({T * B, layer_input.size(2)}));
-      // dW_hh = sum_t dG_h(t)^T h_{t-1}: the step that read h0 in one GEMM,
-      // the steps whose h_{t-1} is a row of y added in another (none at
-      // T = 1, as in decoding: an empty GEMM would only zero-fill dW_hh).
-      const int64_t first = d == 0 ? 0 : T - 1;
-      const int64_t rest_begin = d == 0 ? 1 : 0; // steps reading y
-      const int64_t y_begin = d == 0 ? 0 : 1; // their h_{t-1} rows of y
-      // With lengths, the reverse direction reads h0 at each sequence's
-      // last valid step: gather those rows of dG_h (in the second GEMM they
-      // meet the zeros that y holds past a sequence's end).
-      const Tensor dgh_first = d == 1 && plan != nullptr
-          ? dgates_h.view({T * B, D * G * H})
-                .index_select(0, reverse_start_rows(*plan, B, opts.device()))
-                .narrow(1, G * H, G * H)
-          : dgates_h.select(0, first).narrow(1, d * G * H, G * H);
-      at::mm_out(dparams[base + 1], dgh_first.t(), h0.select(0, layer * D + d));
-      if (T > 1) {
-        const Tensor dgh_rest = dgates_h.narrow(0, rest_begin, T - 1)
-                                    .narrow(2, d * G * H, G * H)
-                                    .view({(T - 1) * B, G * H});
-        const Tensor h_rest = y.narrow(0, y_begin, T - 1)
-                                  .narrow(2, d * P, P)
-                                  .view({(T - 1) * B, P});
-        at::addmm_out(
-            dparams[base + 1], dparams[base + 1], dgh_rest.t(), h_rest);
-      }
-      if (cfg.has_biases) {
-        at::sum_out(dparams[base + 2], dgx_d, {0});
-        at::sum_out(dparams[base + 3], dgh_d, {0});
-      }
-      if (cfg.has_proj) {
-        const Tensor hidden_d =
-            saved.hidden.narrow(2, d * H, H).view({T * B, H});
-        at::mm_out(
-            dparams[base + per - 1],
-            dh_total.narrow(2, d * P, P).view({T * B, P}).t(),
-            hidden_d);
-      }
-    }
-  }
-
+  const int64_t G = cfg.gates, H = cfg.hidden_size;
   if (need_input_grad) {
-    dx = at::empty({T, B, layer_input.size(2)}, opts);
-    Tensor dx_2d = dx.view({T * B, layer_input.size(2)});
-    at::mm_out(
-        dx_2d,
-        dgates_x.view({T * B, D * G * H}),
-        stacked_input_weights(cfg, cells, layer));
+    dx = at::empty({T, B, layer_input.size(2)}, y.options());
+  }
+  std::vector<bool> written(dparams.size(), false);
+  add_chunk_gradients(
+      cfg,
+      cells,
+      layer,
+      layer_input,
+      y,
+      saved,
+      dgates_x,
+      dgates_h,
+      dh_total,
+      StepChunk{T, {0, 0}},
+      need_param_grads,
+      need_input_grad ? dx : at::Tensor(),
+      dparams,
+      written);
+  if (need_param_grads) {
+    for (const auto d : c10::irange(D)) {
+      // dG_h at each row's first step: t = 0 forward, t = T - 1 in reverse,
+      // or with lengths each sequence's last valid step (gathered).
+      const at::Tensor dgh_initial = d == 1 && plan != nullptr
+          ? dgates_h.view({T * B, D * G * H})
+                .index_select(0, reverse_start_rows(*plan, B, y.device()))
+                .narrow(1, G * H, G * H)
+          : dgates_h.select(0, d == 0 ? 0 : T - 1).narrow(1, d * G * H, G * H);
+      add_initial_state_gradient(
+          cfg, layer, d, h0, dgh_initial, dparams, written);
+    }
   }
 }
 

@@ -11,6 +11,7 @@
 #include <c10/core/Device.h>
 #include <c10/core/TensorOptions.h>
 
+#include <array>
 #include <optional>
 #include <vector>
 
@@ -104,13 +105,57 @@ std::vector<LayerReserve> split_reserve(
     const RNNConfig& cfg,
     const at::Tensor& reserve);
 
-// The end of a layer's backward, after the time loop: the parameter
-// gradients of every direction into dparams (when need_param_grads) and dx
-// = dG_x [W_ih_fwd; W_ih_rev] (when need_input_grad), as GEMMs over all
-// steps on the tensors' device. dgates_x/dgates_h [T, B, D*G*H] (the same
-// tensor but for GRU), and, with projection, dh_total [T, B, D*P], the full
-// gradient of each projected h_t; y, h0, saved as the layer's forward left
-// them.
+// Backward's gradients of the pre-activations for a run of steps: direction
+// d's steps [first[d], first[d] + steps) in time order, rows [0, steps) of
+// dgates_x / dgates_h [>= steps, B, D*G*H] (the same tensor but for GRU) and,
+// with projection, of dh_total [>= steps, B, D*P], the full gradient of each
+// projected h_t.
+struct StepChunk {
+  int64_t steps;
+  std::array<int64_t, 2> first;
+};
+
+// Adds a chunk's share of a layer's gradients, as GEMMs over its steps on
+// the tensors' device: when need_param_grads, every parameter gradient of
+// every direction into dparams, except the term of dW_hh from the steps that
+// read h0 (see add_initial_state_gradient); when dx is defined, dx for the
+// chunk's steps = dG_x W_ih, summed over the directions (with two
+// directions whose chunks cover different steps, dx must be zero on entry).
+// `written` (one flag per dparams entry) records which gradients hold a
+// value: the first contribution assigns, later ones add.
+void add_chunk_gradients(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
+    const at::Tensor& layer_input, // [T, B, I_l]
+    const at::Tensor& y, // [T, B, D*P]
+    const LayerReserve& saved,
+    const at::Tensor& dgates_x,
+    const at::Tensor& dgates_h,
+    const at::Tensor& dh_total,
+    const StepChunk& chunk,
+    bool need_param_grads,
+    const at::Tensor& dx, // [T, B, I_l] or undefined
+    std::vector<at::Tensor>& dparams, // out, flat like params
+    std::vector<bool>& written);
+
+// dW_hh of direction d += dG_h^T h0 over the steps that read the initial
+// state: dgh_initial [B, G*H] holds, for each row, dG_h at the row's first
+// step (t = 0 forward; t = length - 1 in reverse).
+void add_initial_state_gradient(
+    const RNNConfig& cfg,
+    int64_t layer,
+    int64_t d,
+    const at::Tensor& h0, // [L*D, B, P]
+    const at::Tensor& dgh_initial,
+    std::vector<at::Tensor>& dparams,
+    std::vector<bool>& written);
+
+// The end of a layer's backward after a time loop that kept every step:
+// add_chunk_gradients over all T steps (dgates_x/dgates_h [T, B, D*G*H],
+// dh_total [T, B, D*P]) and the initial-state term of dW_hh, into dparams
+// (when need_param_grads) and a new dx (when need_input_grad); y, h0, saved
+// as the layer's forward left them.
 void layer_weight_and_input_gradients(
     const RNNConfig& cfg,
     const std::vector<CellParams>& cells,

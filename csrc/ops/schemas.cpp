@@ -127,7 +127,28 @@ std::vector<int64_t> cpu_fused_step_layers(
   return cpu_fused_step_switch().add_layers(add_forward, add_backward);
 }
 
+// The chunk budget of the CPU backward loop (0: its default), set by
+// _cpu_backward_chunk_bytes.
+std::atomic<int64_t>& backward_chunk_bytes_setting() {
+  static std::atomic<int64_t> bytes{0};
+  return bytes;
+}
+
+int64_t cpu_backward_chunk_bytes_op(int64_t bytes) {
+  TORCH_CHECK(
+      bytes >= -1,
+      "deeprnn._cpu_backward_chunk_bytes: bytes must be -1 (query), 0 (the "
+      "default) or a positive byte count, got ",
+      bytes);
+  return bytes == -1 ? backward_chunk_bytes_setting().load()
+                     : backward_chunk_bytes_setting().exchange(bytes);
+}
+
 } // namespace
+
+int64_t cpu_backward_chunk_bytes() {
+  return backward_chunk_bytes_setting().load(std::memory_order_relaxed);
+}
 
 bool cpu_fused_step_enabled() {
   return cpu_fused_step_switch().get() != 0;
@@ -187,6 +208,12 @@ TORCH_LIBRARY(deeprnn, m) {
   // backward, after adding the two arguments: [forward, backward].
   m.def(
       "_cpu_fused_step_layers(int add_forward=0, int add_backward=0) -> int[]");
+  // The bytes of pre-activation gradients the CPU's general backward loop
+  // keeps per chunk of steps before turning them into weight gradients and
+  // dx (cpu/rnn_cpu.cpp): sets it to `bytes` (0: the default; 1 gives one
+  // step per chunk) and returns the previous setting; -1 only returns it.
+  // For tests and benchmarks.
+  m.def("_cpu_backward_chunk_bytes(int bytes=-1) -> int");
   // The switch of the CUDA fast paths (the persistent kernels,
   // cuda/persistent.cuh): sets it to `enable` (0 off, 1 on where a layer
   // fits) and returns the previous setting; -1 only returns it. Starts as
@@ -211,4 +238,5 @@ TORCH_LIBRARY_IMPL(deeprnn, CompositeImplicitAutograd, m) {
   m.impl("_cuda_fast_path_layers", &deeprnn::cuda_fast_path_layers);
   m.impl("_cpu_fused_step", &deeprnn::cpu_fused_step);
   m.impl("_cpu_fused_step_layers", &deeprnn::cpu_fused_step_layers);
+  m.impl("_cpu_backward_chunk_bytes", &deeprnn::cpu_backward_chunk_bytes_op);
 }

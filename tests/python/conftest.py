@@ -12,6 +12,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -84,3 +86,17 @@ def pytest_report_header(config):
             "GEMM crashed with oneDNN on this machine (AMX reported but unusable)"
         )
     return lines
+
+
+@pytest.fixture
+def backward_chunk_bytes():
+    """Sets the CPU backward loop's chunk budget (deeprnn._cpu_backward_chunk_bytes)
+    through the function it yields, with the fused step off (its loop keeps
+    every step, unchunked); restores both after."""
+    import torch
+
+    fused = torch.ops.deeprnn._cpu_fused_step(0)
+    previous = torch.ops.deeprnn._cpu_backward_chunk_bytes(-1)
+    yield torch.ops.deeprnn._cpu_backward_chunk_bytes
+    torch.ops.deeprnn._cpu_backward_chunk_bytes(previous)
+    torch.ops.deeprnn._cpu_fused_step(fused)

@@ -263,6 +263,26 @@ def test_parity_wide_batch(mode, proj, dtype):
     _check_parity(module, x, h0, c0, lengths)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("mode, proj", [("LSTM", 0), ("LSTM", 5), ("GRU", 0), ("RNN_TANH", 0)])
+@pytest.mark.parametrize("steps_per_chunk", [1, 3])
+def test_parity_with_chunked_backward(backward_chunk_bytes, mode, proj, dtype,
+                                      steps_per_chunk):
+    """The CPU's general backward loop a chunk of steps at a time (see
+    test_parity.py): with lengths, the reverse direction reads h0 at each
+    sequence's own last step, in whichever chunk holds it."""
+    torch.manual_seed(303)
+    batch, seq_len = 12, 11
+    module = _module(mode, dtype, num_layers=2, bidirectional=True, proj=proj,
+                     hidden_size=6)
+    gates = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+    backward_chunk_bytes(1 if steps_per_chunk == 1 else
+                         steps_per_chunk * batch * 2 * gates * 6 * dtype.itemsize)
+    x = _input(module, seq_len=seq_len, batch=batch)
+    h0, c0 = _states(module, batch)
+    _check_parity(module, x, h0, c0, _lengths(seq_len, batch))
+
+
 def _norm_ratio(value, reference):
     value, reference = value.detach().double(), reference.detach().double()
     return ((value - reference).norm() / reference.norm()).item()

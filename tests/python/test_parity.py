@@ -250,3 +250,41 @@ def test_inference_parity_with_torch_nn(mode, bidirectional, dtype, batch):
         got = call(ours, mode, x, h0, c0)
     for name, g, e in zip(["output", "hy", "cy"], got, expected):
         torch.testing.assert_close(g, e, **forward_tol, msg=lambda m: f"{name}: {m}")
+
+
+# The CPU's general backward loop (the fused step off) keeps the gradients
+# of the pre-activations for a chunk of steps (about 16 MiB) and turns each
+# full chunk into its share of the weight gradients and dx. A budget of 1
+# byte makes every step a chunk; `few` a few steps per chunk, with a partial
+# last one, and, bidirectional, chunks of the two directions that cover
+# different steps (dx summed across chunks, dW_hh's h0 term kept aside).
+def _few_steps_bytes(mode, batch, directions, hidden, dtype):
+    gates = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+    return 3 * batch * directions * gates * hidden * dtype.itemsize
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("chunk", ["one", "few"])
+def test_parity_with_chunked_backward(backward_chunk_bytes, mode, bidirectional, dtype,
+                                      chunk):
+    torch.manual_seed(808)
+    batch, hidden, seq_len = 20, 16, 10
+    proj = 7 if mode == "LSTM" else 0
+    directions = 2 if bidirectional else 1
+    backward_chunk_bytes(
+        1 if chunk == "one"
+        else _few_steps_bytes(mode, batch, directions, hidden, dtype))
+    reference, ours = make_pair(
+        mode, dtype=dtype, input_size=5, hidden_size=hidden, num_layers=2,
+        bidirectional=bidirectional, proj_size=proj)
+    x = torch.randn(seq_len, batch, 5, dtype=dtype)
+    h0, c0 = random_states(mode, batch, 2, bidirectional, hidden, proj, dtype)
+    _compare(reference, ours, mode, x, h0, c0, dtype)
+
+
+def test_backward_chunk_bytes_rejects_a_negative_budget():
+    with pytest.raises(RuntimeError, match=r"_cpu_backward_chunk_bytes: bytes must be"
+                                           r" -1 .* got -2"):
+        torch.ops.deeprnn._cpu_backward_chunk_bytes(-2)
