@@ -260,7 +260,13 @@ void add_chunk_gradients(
       }
       if (cfg.has_biases) {
         column_sums_into(dparams[base + 2], dgx_d, written[base + 2]);
-        column_sums_into(dparams[base + 3], dgh_d, written[base + 3]);
+        if (dgates_h.is_same(dgates_x)) {
+          // RNN and LSTM: dG_h is dG_x, so db_hh equals db_ih.
+          dparams[base + 3].copy_(dparams[base + 2]);
+          written[base + 3] = true;
+        } else {
+          column_sums_into(dparams[base + 3], dgh_d, written[base + 3]);
+        }
       }
       if (cfg.has_proj) {
         mm_into(
