@@ -126,16 +126,21 @@ bool multiply_packed(
 // state (every row at a direction's first step; in the reverse direction
 // also the sequences whose last valid step is t).
 
-// Zeroes rows [rows, B) of columns [column, column + width) of step_matrix
-// [B, *]: the sequences that have ended.
+// Zeroes rows [rows, B) of columns [column, column + width) of step `step`
+// of sequence [*, B, *]: the sequences that have ended. (No view is made
+// when none has: the time loops call this every step.)
 void zero_finished_rows(
-    const Tensor& step_matrix,
+    const Tensor& sequence,
+    int64_t step,
     int64_t rows,
     int64_t column,
     int64_t width) {
-  const int64_t batch = step_matrix.size(0);
+  const int64_t batch = sequence.size(1);
   if (rows < batch) {
-    step_matrix.narrow(0, rows, batch - rows).narrow(1, column, width).zero_();
+    sequence.select(0, step)
+        .narrow(0, rows, batch - rows)
+        .narrow(1, column, width)
+        .zero_();
   }
 }
 
@@ -751,6 +756,8 @@ void forward_layer(
 
   scalar_t* gates_ptr = gates.data_ptr<scalar_t>();
   scalar_t* y_ptr = y.data_ptr<scalar_t>();
+  const scalar_t* const h0_ptr = h0.data_ptr<scalar_t>();
+  scalar_t* const recurrent_ptr = recurrent.data_ptr<scalar_t>();
   const int64_t y_row = D * P; // row stride of y
   // Rows of direction d's gates at time t (in the chunk that holds t).
   auto gate_rows = [&](int64_t t, int64_t d) {
@@ -833,10 +840,10 @@ void forward_layer(
     // too: backward's dW_hr GEMM reads every row of `hidden`, and the
     // reserve, an output of _rnn_forward, must not depend on what the
     // allocator left there.
-    zero_finished_rows(y.select(0, t), rows, d * P, P);
+    zero_finished_rows(y, t, rows, d * P, P);
     for (const Tensor* piece : {&saved.cells, &saved.hidden}) {
       if (piece->defined()) {
-        zero_finished_rows(piece->select(0, t), rows, d * H, H);
+        zero_finished_rows(*piece, t, rows, d * H, H);
       }
     }
     if (rows == 0) {
@@ -846,30 +853,45 @@ void forward_layer(
       for_each_row_range(resumed, rows, f);
     };
 
-    const Tensor h_initial = h0.select(0, layer * D + d); // [B, P]
-    const Tensor h_resumed = resumed > 0
-        ? y.select(0, t_prev).narrow(1, d * P, P)
-        : Tensor(); // [B, P]
-    Tensor recurrent_d = recurrent.select(0, d);
+    // h_{t-1} of the rows starting from h0 and of those going on. Raw rows,
+    // not ATen views: a view costs a dispatcher call, and the small steps of
+    // deep stacks are short enough for a few per step to show.
+    const cpu::Rows<const scalar_t> h_initial{
+        h0_ptr + (layer * D + d) * h0.stride(0), h0.stride(1)}; // [B, P]
+    const cpu::Rows<const scalar_t> h_resumed = resumed > 0
+        ? cpu::Rows<const scalar_t>{y_ptr + (t_prev * B) * y_row + d * P, y_row}
+        : cpu::Rows<const scalar_t>{}; // [B, P]
+    scalar_t* const recurrent_d = recurrent_ptr + d * B * G * H; // [B, G*H]
     for_each_range([&](int64_t begin, int64_t end, bool from_initial) {
-      const Tensor h_prev =
-          (from_initial ? h_initial : h_resumed).narrow(0, begin, end - begin);
-      Tensor out = recurrent_d.narrow(0, begin, end - begin);
-      if (!multiply_packed(packed_hh, d, h_prev, out, 0.0f)) {
-        at::cpu::mm_out(out, h_prev, w_hh_t[d]);
+      const cpu::Rows<const scalar_t> h_prev =
+          (from_initial ? h_initial : h_resumed).from(begin);
+      scalar_t* const out = recurrent_d + begin * G * H;
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (packed_hh[d].has_value()) {
+          packed_hh[d]->multiply(
+              end - begin, h_prev.data, h_prev.stride, out, G * H, 0.0f);
+          return;
+        }
       }
+      Tensor out_rows = recurrent.select(0, d).narrow(0, begin, end - begin);
+      at::cpu::mm_out(
+          out_rows,
+          (from_initial ? h0.select(0, layer * D + d)
+                        : y.select(0, t_prev).narrow(1, d * P, P))
+              .narrow(0, begin, end - begin),
+          w_hh_t[d]);
     });
 
     const scalar_t* bias_x_d = bias_x.data_ptr<scalar_t>() + d * G * H;
     const cpu::Rows<scalar_t> step_gates = gate_rows(t, d);
-    cpu::Rows<const scalar_t> step_recurrent{
-        recurrent_d.data_ptr<scalar_t>(), G * H};
+    cpu::Rows<const scalar_t> step_recurrent{recurrent_d, G * H};
     cpu::Rows<scalar_t> h_out{y_ptr + (t * B) * y_row + d * P, y_row};
 
     switch (cfg.mode) {
       case Mode::LSTM: {
         const cpu::Rows<const scalar_t> c_initial{
-            c0.select(0, layer * D + d).data_ptr<scalar_t>(), H};
+            c0.data_ptr<scalar_t>() + (layer * D + d) * c0.stride(0),
+            c0.stride(1)};
         cpu::Rows<const scalar_t> c_resumed;
         cpu::Rows<scalar_t> c_out;
         if (saved.cells.defined()) {
@@ -931,9 +953,8 @@ void forward_layer(
         }
         const scalar_t* b_hn = bias_hn.data_ptr<scalar_t>() + d * H;
         for_each_range([&](int64_t begin, int64_t end, bool from_initial) {
-          const Tensor& h_prev = from_initial ? h_initial : h_resumed;
-          const cpu::Rows<const scalar_t> h_prev_rows{
-              h_prev.data_ptr<scalar_t>(), h_prev.stride(0)};
+          const cpu::Rows<const scalar_t> h_prev_rows =
+              from_initial ? h_initial : h_resumed;
           cpu::gru_cell_forward<scalar_t>(
               end - begin,
               H,
@@ -1403,12 +1424,12 @@ void backward_layer(
     const int64_t slot = t - step_chunk(step / chunk_steps).first[d];
     // Finished sequences get no gradient here, and the weight-gradient GEMMs
     // read every row.
-    zero_finished_rows(dgates_x.select(0, slot), rows, d * G * H, G * H);
+    zero_finished_rows(dgates_x, slot, rows, d * G * H, G * H);
     if (gru) {
-      zero_finished_rows(dgates_h.select(0, slot), rows, d * G * H, G * H);
+      zero_finished_rows(dgates_h, slot, rows, d * G * H, G * H);
     }
     if (cfg.has_proj) {
-      zero_finished_rows(dh_total.select(0, slot), rows, d * P, P);
+      zero_finished_rows(dh_total, slot, rows, d * P, P);
     }
     if (rows == 0) {
       return;
@@ -1417,15 +1438,16 @@ void backward_layer(
       for_each_row_range(resumed, rows, f);
     };
 
-    const Tensor h_initial = h0.select(0, layer * D + d); // [B, P]
+    // Raw rows rather than ATen views, as in forward_layer's step.
     const cpu::Rows<const scalar_t> h_initial_rows{
-        h_initial.data_ptr<scalar_t>(), h_initial.stride(0)};
+        h0.data_ptr<scalar_t>() + (layer * D + d) * h0.stride(0),
+        h0.stride(1)}; // [B, P]
     const cpu::Rows<const scalar_t> h_resumed_rows = resumed > 0
         ? cpu::as_const(at_step(y, t_prev, d, P, y_row))
         : cpu::Rows<const scalar_t>{};
     const auto dy_t = cpu::as_const(at_step(dy, t, d, P, y_row));
-    Tensor carry_d = dh_carry.select(0, d); // [B, P]
-    const cpu::Rows<scalar_t> carry_rows{carry_d.data_ptr<scalar_t>(), P};
+    const cpu::Rows<scalar_t> carry_rows{
+        dh_carry.data_ptr<scalar_t>() + d * B * P, P}; // [B, P]
     const auto dgx_t = at_step(dgates_x, slot, d, G * H, gate_row);
     const auto dgh_t = at_step(dgates_h, slot, d, G * H, gate_row);
     const auto gates_t =
@@ -1434,13 +1456,14 @@ void backward_layer(
     switch (cfg.mode) {
       case Mode::LSTM: {
         const cpu::Rows<const scalar_t> c_initial{
-            c0.select(0, layer * D + d).data_ptr<scalar_t>(), H};
+            c0.data_ptr<scalar_t>() + (layer * D + d) * c0.stride(0),
+            c0.stride(1)};
         const cpu::Rows<const scalar_t> c_resumed = resumed > 0
             ? cpu::as_const(at_step(saved.cells, t_prev, d, H, cell_row))
             : cpu::Rows<const scalar_t>{};
         const auto c_t = cpu::as_const(at_step(saved.cells, t, d, H, cell_row));
         const cpu::Rows<scalar_t> dc_rows{
-            dc_carry.select(0, d).data_ptr<scalar_t>(), H};
+            dc_carry.data_ptr<scalar_t>() + d * B * H, H};
         cpu::Rows<const scalar_t> dh_rows = dy_t;
         cpu::Rows<const scalar_t> dh_carry_rows = cpu::as_const(carry_rows);
         if (cfg.has_proj) {
@@ -1503,22 +1526,34 @@ void backward_layer(
             dgx_t);
         break;
     }
-    const Tensor dgh_step =
-        dgates_h.select(0, slot).narrow(1, d * G * H, G * H).narrow(0, 0, rows);
+    auto dgh_step = [&] {
+      return dgates_h.select(0, slot)
+          .narrow(1, d * G * H, G * H)
+          .narrow(0, 0, rows);
+    };
     if (dgh_initial.defined() && rows > resumed) {
       dgh_initial.select(0, d)
           .narrow(0, resumed, rows - resumed)
-          .copy_(dgh_step.narrow(0, resumed, rows - resumed));
+          .copy_(dgh_step().narrow(0, resumed, rows - resumed));
     }
-    Tensor carry_active = carry_d.narrow(0, 0, rows);
     // GRU's carry already holds the direct part z * dh: accumulate onto it.
-    if (multiply_packed(
-            packed_hh, d, dgh_step, carry_active, gru ? 1.0f : 0.0f)) {
-      // done
-    } else if (gru) {
-      at::cpu::addmm_out(carry_active, carry_active, dgh_step, p.w_hh);
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (packed_hh[d].has_value()) {
+        packed_hh[d]->multiply(
+            rows,
+            dgh_t.data,
+            dgh_t.stride,
+            carry_rows.data,
+            P,
+            gru ? 1.0f : 0.0f);
+        return;
+      }
+    }
+    Tensor carry_active = dh_carry.select(0, d).narrow(0, 0, rows);
+    if (gru) {
+      at::cpu::addmm_out(carry_active, carry_active, dgh_step(), p.w_hh);
     } else {
-      at::cpu::mm_out(carry_active, dgh_step, p.w_hh);
+      at::cpu::mm_out(carry_active, dgh_step(), p.w_hh);
     }
   };
   for (const auto step : c10::irange(fused ? 0 : T)) {
