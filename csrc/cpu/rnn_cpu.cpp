@@ -99,25 +99,25 @@ std::vector<std::optional<cpu::PackedWeight>> packed_weights(
 }
 
 // out = a @ (packed weight of direction d) + beta * out when a packed weight
-// exists; returns false (and does nothing) otherwise. a, out: [rows, *]
-// with unit column stride, rows <= B.
+// exists (float only); returns false (and does nothing) otherwise. a and
+// out: `rows` rows each (rows <= the packed row count), at their own
+// strides. Raw rows, not tensors: the time loops call it every step, and
+// an ATen view costs a dispatcher call.
+template <typename scalar_t>
 bool multiply_packed(
     const std::vector<std::optional<cpu::PackedWeight>>& packed,
     int64_t d,
-    const Tensor& a,
-    const Tensor& out,
+    int64_t rows,
+    cpu::Rows<const scalar_t> a,
+    cpu::Rows<scalar_t> out,
     float beta) {
-  if (!packed[d].has_value()) {
-    return false;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (packed[d].has_value()) {
+      packed[d]->multiply(rows, a.data, a.stride, out.data, out.stride, beta);
+      return true;
+    }
   }
-  packed[d]->multiply(
-      a.size(0),
-      a.data_ptr<float>(),
-      a.stride(0),
-      out.data_ptr<float>(),
-      out.stride(0),
-      beta);
-  return true;
+  return false;
 }
 
 // Variable lengths (see LengthsPlan): at step t the sequences still running
@@ -819,7 +819,13 @@ void forward_layer(
     Tensor out = gates.select(0, d).narrow(0, 0, steps * B);
     const Tensor x = layer_input.narrow(0, start, steps)
                          .reshape({steps * B, layer_input.size(2)});
-    if (!multiply_packed(packed_ih, d, x, out, 0.0f)) {
+    if (!multiply_packed<scalar_t>(
+            packed_ih,
+            d,
+            steps * B,
+            {x.data_ptr<scalar_t>(), x.stride(0)},
+            {out.data_ptr<scalar_t>(), out.stride(0)},
+            0.0f)) {
       at::cpu::mm_out(out, x, cells[layer * D + d].w_ih.t());
     }
   };
@@ -863,15 +869,14 @@ void forward_layer(
         : cpu::Rows<const scalar_t>{}; // [B, P]
     scalar_t* const recurrent_d = recurrent_ptr + d * B * G * H; // [B, G*H]
     for_each_range([&](int64_t begin, int64_t end, bool from_initial) {
-      const cpu::Rows<const scalar_t> h_prev =
-          (from_initial ? h_initial : h_resumed).from(begin);
-      scalar_t* const out = recurrent_d + begin * G * H;
-      if constexpr (std::is_same_v<scalar_t, float>) {
-        if (packed_hh[d].has_value()) {
-          packed_hh[d]->multiply(
-              end - begin, h_prev.data, h_prev.stride, out, G * H, 0.0f);
-          return;
-        }
+      if (multiply_packed<scalar_t>(
+              packed_hh,
+              d,
+              end - begin,
+              (from_initial ? h_initial : h_resumed).from(begin),
+              {recurrent_d + begin * G * H, G * H},
+              0.0f)) {
+        return;
       }
       Tensor out_rows = recurrent.select(0, d).narrow(0, begin, end - begin);
       at::cpu::mm_out(
@@ -1537,17 +1542,14 @@ void backward_layer(
           .copy_(dgh_step().narrow(0, resumed, rows - resumed));
     }
     // GRU's carry already holds the direct part z * dh: accumulate onto it.
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      if (packed_hh[d].has_value()) {
-        packed_hh[d]->multiply(
+    if (multiply_packed<scalar_t>(
+            packed_hh,
+            d,
             rows,
-            dgh_t.data,
-            dgh_t.stride,
-            carry_rows.data,
-            P,
-            gru ? 1.0f : 0.0f);
-        return;
-      }
+            cpu::as_const(dgh_t),
+            carry_rows,
+            gru ? 1.0f : 0.0f)) {
+      return;
     }
     Tensor carry_active = dh_carry.select(0, d).narrow(0, 0, rows);
     if (gru) {
