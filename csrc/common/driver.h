@@ -8,6 +8,9 @@
 //   struct Backend {
 //     static constexpr const char* kForwardName, kBackwardName;  // dispatch
 //     static <guard> guard(c10::Device);  // e.g. a CUDAGuard; CPU: nothing
+//     // a large buffer that calls free and allocate again (the reserve, a
+//     // layer's output): CPU from its buffer cache, CUDA at::empty
+//     static at::Tensor empty_buffer(at::IntArrayRef sizes, options);
 //     template <typename scalar_t> static void forward_layer(...);
 //     template <typename scalar_t> static void backward_layer(...);
 //   };
@@ -70,7 +73,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
   at::Tensor hy = at::empty({L * D, B, P}, opts);
   at::Tensor cy = cfg.mode == Mode::LSTM ? at::empty({L * D, B, H}, opts)
                                          : at::empty({0}, opts);
-  at::Tensor reserve = at::empty({need_reserve ? reserve_numel(cfg) : 0}, opts);
+  at::Tensor reserve =
+      Backend::empty_buffer({need_reserve ? reserve_numel(cfg) : 0}, opts);
   const auto saved = split_reserve(cfg, reserve);
 
   if (B > 0) {
@@ -90,9 +94,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
         [&] {
           for (const auto l : c10::irange(L)) {
             const bool last = l == L - 1;
-            const at::Tensor y = last       ? output
-                : saved[l].output.defined() ? saved[l].output
-                                            : at::empty({T, B, D * P}, opts);
+            const at::Tensor y = last ? output
+                : saved[l].output.defined()
+                ? saved[l].output
+                : Backend::empty_buffer({T, B, D * P}, opts);
             Backend::template forward_layer<scalar_t>(
                 cfg,
                 cells,

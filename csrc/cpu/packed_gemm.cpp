@@ -1,5 +1,7 @@
 #include "cpu/packed_gemm.h"
 
+#include "cpu/buffer_cache.h"
+
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
@@ -104,7 +106,8 @@ PackedWeight::PackedWeight(const at::Tensor& weight, int64_t m, bool transpose)
   k_ = transpose ? weight.size(1) : weight.size(0);
   const size_t bytes =
       api().get_size(kBMatrix, as_int(m_), as_int(n_), as_int(k_));
-  storage_ = at::empty(
+  // From the buffer cache: every call packs its layers' weights afresh.
+  storage_ = cached_empty(
       {static_cast<int64_t>(bytes / sizeof(float)) + 1}, weight.options());
   api().pack(
       kRowMajor,

@@ -22,6 +22,7 @@
 #include "common/driver.h"
 #include "common/layers.h"
 #include "common/path_switches.h"
+#include "cpu/buffer_cache.h"
 #include "cpu/cell_kernels.h"
 #include "cpu/packed_gemm.h"
 #include "cpu/small_gemm.h"
@@ -415,7 +416,7 @@ void forward_steps_fused(
   // With a projection, each thread also owns a slice of its P outputs, with
   // W_hr's rows for them (depth H), laid out by output.
   const int64_t depth = P + (whole_sequence ? 0 : I);
-  Tensor panels = at::empty({D * G * depth * H}, layer_input.options());
+  Tensor panels = cpu::cached_empty({D * G * depth * H}, layer_input.options());
   Tensor proj_panels = at::empty({proj ? D * H * P : 0}, layer_input.options());
   float* const panels_ptr = panels.data_ptr<float>();
   float* const proj_panels_ptr = proj_panels.data_ptr<float>();
@@ -723,8 +724,9 @@ void forward_layer(
                 std::max<int64_t>(B * G * H * sizeof(scalar_t), 1),
             1,
             T);
-  Tensor gates = whole_sequence ? saved.gates // [T, B, D*G*H]
-                                : at::empty({D, chunk_steps * B, G * H}, opts);
+  Tensor gates = whole_sequence
+      ? saved.gates // [T, B, D*G*H]
+      : cpu::cached_empty({D, chunk_steps * B, G * H}, opts);
   if (whole_sequence) {
     Tensor gates_2d = gates.view({T * B, D * G * H});
     at::cpu::mm_out(
@@ -1041,7 +1043,7 @@ void backward_steps_fused(
   // A thread's packed weights per direction: W_hh's columns for its slice of
   // the P outputs (depth G*H), laid out by output; with a projection also
   // W_hr's columns for its units (depth P), laid out by unit.
-  Tensor panels = at::empty({D * G * H * P}, y.options());
+  Tensor panels = cpu::cached_empty({D * G * H * P}, y.options());
   Tensor proj_panels = at::empty({proj ? D * P * H : 0}, y.options());
   float* const panels_ptr = panels.data_ptr<float>();
   float* const proj_panels_ptr = proj_panels.data_ptr<float>();
@@ -1342,11 +1344,12 @@ void backward_layer(
   // keeps every step.
   const int64_t chunk_steps =
       fused ? T : backward_chunk_steps(cfg, sizeof(scalar_t));
-  Tensor dgates_x = at::empty({chunk_steps, B, D * G * H}, opts);
+  Tensor dgates_x = cpu::cached_empty({chunk_steps, B, D * G * H}, opts);
   Tensor dgates_h =
-      gru ? at::empty({chunk_steps, B, D * G * H}, opts) : dgates_x;
-  Tensor dh_total =
-      cfg.has_proj ? at::empty({chunk_steps, B, D * P}, opts) : Tensor();
+      gru ? cpu::cached_empty({chunk_steps, B, D * G * H}, opts) : dgates_x;
+  Tensor dh_total = cfg.has_proj
+      ? cpu::cached_empty({chunk_steps, B, D * P}, opts)
+      : Tensor();
   // Gradient flowing from step t+1 into h_t (and c_t), per direction.
   // (dhy, dcy are contiguous, so these row blocks clone contiguous.)
   Tensor dh_carry = dhy.narrow(0, layer * D, D).clone(); // [D, B, P]
@@ -1413,9 +1416,10 @@ void backward_layer(
       need_param_grads && !fused ? at::empty({D, B, G * H}, opts) : Tensor();
   if (need_input_grad && !fused) {
     // Two directions' chunks cover different steps and add into dx.
-    dx = D == 2 && chunk_steps < T
-        ? at::zeros({T, B, layer_input.size(2)}, opts)
-        : at::empty({T, B, layer_input.size(2)}, opts);
+    dx = cpu::cached_empty({T, B, layer_input.size(2)}, opts);
+    if (D == 2 && chunk_steps < T) {
+      dx.zero_();
+    }
   }
   std::vector<bool> written(dparams.size(), false);
 
@@ -1618,6 +1622,13 @@ struct CpuBackend {
   static constexpr const char* kBackwardName = "deeprnn_backward";
   static int guard(c10::Device) {
     return 0; // one device: nothing to switch
+  }
+  // From the buffer cache: the caller frees the reserve after backward,
+  // and the next training forward reuses its pages (cpu/buffer_cache.h).
+  static Tensor empty_buffer(
+      at::IntArrayRef sizes,
+      const at::TensorOptions& opts) {
+    return cpu::cached_empty(sizes, opts);
   }
   template <typename scalar_t, typename... Args>
   static void forward_layer(Args&&... args) {

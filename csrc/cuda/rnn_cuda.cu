@@ -493,6 +493,12 @@ struct CudaBackend {
   static c10::cuda::CUDAGuard guard(c10::Device device) {
     return c10::cuda::CUDAGuard(device);
   }
+  // The CUDA caching allocator already keeps freed blocks.
+  static at::Tensor empty_buffer(
+      at::IntArrayRef sizes,
+      const at::TensorOptions& options) {
+    return at::empty(sizes, options);
+  }
   template <typename scalar_t, typename... Args>
   static void forward_layer(Args&&... args) {
     deeprnn::forward_layer<scalar_t>(std::forward<Args>(args)...);

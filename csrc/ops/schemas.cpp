@@ -214,6 +214,21 @@ TORCH_LIBRARY(deeprnn, m) {
   // step per chunk) and returns the previous setting; -1 only returns it.
   // For tests and benchmarks.
   m.def("_cpu_backward_chunk_bytes(int bytes=-1) -> int");
+  // The cap on idle bytes of the CPU kernels' buffer cache
+  // (cpu/buffer_cache.h), which keeps the memory of freed reserves for the
+  // next call: sets it to `bytes` (0: no cache; idle blocks beyond a new cap
+  // are freed) and returns the previous cap; -1 only returns it. Starts as
+  // DEEPRNN_CPU_BUFFER_CACHE_MB says (unset: 256 MiB).
+  m.def("_cpu_buffer_cache_bytes(int bytes=-1) -> int");
+  // The buffer cache's state: [idle bytes, idle blocks, bytes in use,
+  // requests served by an idle block].
+  m.def("_cpu_buffer_cache_stats() -> int[]");
+  // Whether every CPU buffer from the buffer cache (the reserve, the
+  // kernels' scratch) comes filled with NaNs, so that a kernel reading an
+  // element it has not written shows in its results: sets it to `enable`
+  // and returns the previous setting; -1 only returns it. Off by default;
+  // for tests.
+  m.def("_cpu_buffer_cache_poison(int enable=-1) -> int");
   // The switch of the CUDA fast paths (the persistent kernels,
   // cuda/persistent.cuh): sets it to `enable` (0 off, 1 on where a layer
   // fits) and returns the previous setting; -1 only returns it. Starts as

@@ -100,3 +100,16 @@ def backward_chunk_bytes():
     yield torch.ops.deeprnn._cpu_backward_chunk_bytes
     torch.ops.deeprnn._cpu_backward_chunk_bytes(previous)
     torch.ops.deeprnn._cpu_fused_step(fused)
+
+
+@pytest.fixture
+def poisoned_buffers():
+    """Every CPU buffer from deeprnn's buffer cache (the reserve, the kernels'
+    scratch; cpu/buffer_cache.h) comes filled with NaNs while the test runs
+    (deeprnn._cpu_buffer_cache_poison), so that an element a kernel reads
+    before writing it shows in the results; restored after."""
+    import torch
+
+    previous = torch.ops.deeprnn._cpu_buffer_cache_poison(1)
+    yield
+    torch.ops.deeprnn._cpu_buffer_cache_poison(previous)

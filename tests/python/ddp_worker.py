@@ -134,6 +134,11 @@ def main():
         },
         args.out,
     )
+    # Both ranks reach the end before either tears gloo down: a rank that
+    # destroyed its group while the other still talked to it can die at
+    # exit ("terminate called without an active exception": rank 0, once, in
+    # a full test run on the 2-core VM, 2026-11-22).
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 

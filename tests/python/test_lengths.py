@@ -283,6 +283,39 @@ def test_parity_with_chunked_backward(backward_chunk_bytes, mode, proj, dtype,
     _check_parity(module, x, h0, c0, _lengths(seq_len, batch))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("mode, proj", [("LSTM", 0), ("LSTM", 5), ("GRU", 0), ("RNN_TANH", 0)])
+@pytest.mark.parametrize("path", ["fused", "general", "chunked"])
+def test_parity_with_poisoned_buffers(poisoned_buffers, mode, proj, dtype, path):
+    """Every buffer from the CPU's buffer cache arrives filled with NaNs (see
+    test_parity.py): with lengths, the rows of finished sequences in the
+    reserve and the chunk buffers must still never reach a result."""
+    torch.manual_seed(404)
+    batch, seq_len = 12, 11
+    fused = torch.ops.deeprnn._cpu_fused_step(1 if path == "fused" else 0)
+    gates = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+    chunk = torch.ops.deeprnn._cpu_backward_chunk_bytes(
+        3 * batch * 2 * gates * 6 * dtype.itemsize if path == "chunked" else 0)
+    try:
+        module = _module(mode, dtype, num_layers=2, bidirectional=True, proj=proj,
+                         hidden_size=6)
+        x = _input(module, seq_len=seq_len, batch=batch)
+        h0, c0 = _states(module, batch)
+        lengths = _lengths(seq_len, batch)
+        layers_before = torch.ops.deeprnn._cpu_fused_step_layers()
+        with torch.no_grad():
+            got = _ours(module, x, h0, c0, lengths, train=False)
+            expected = _reference(module, x, h0, c0, lengths)
+            for name, g, e in zip(["output", "hy", "cy"], got, expected):
+                _assert_close(g, e, TOLERANCES[dtype][0], f"inference {name}")
+        _check_parity(module, x, h0, c0, lengths)
+        ran_fused = torch.ops.deeprnn._cpu_fused_step_layers() != layers_before
+        assert ran_fused == (path == "fused" and dtype == torch.float32)
+    finally:
+        torch.ops.deeprnn._cpu_fused_step(fused)
+        torch.ops.deeprnn._cpu_backward_chunk_bytes(chunk)
+
+
 def _norm_ratio(value, reference):
     value, reference = value.detach().double(), reference.detach().double()
     return ((value - reference).norm() / reference.norm()).item()

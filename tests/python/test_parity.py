@@ -284,6 +284,50 @@ def test_parity_with_chunked_backward(backward_chunk_bytes, mode, bidirectional,
     _compare(reference, ours, mode, x, h0, c0, dtype)
 
 
+def _poisoned_cases():
+    for mode in MODES:
+        for bidirectional in (False, True):
+            for dtype, paths in ((torch.float32, ("fused", "general", "chunked")),
+                                 (torch.float64, ("general", "chunked"))):
+                for path in paths:  # float64 never takes the fused loop
+                    yield pytest.param(
+                        mode, bidirectional, dtype, path,
+                        id=f"{mode}-{'bi' if bidirectional else 'uni'}-"
+                           f"{str(dtype).replace('torch.', '')}-{path}")
+
+
+@pytest.mark.parametrize("mode, bidirectional, dtype, path", list(_poisoned_cases()))
+def test_parity_with_poisoned_buffers(poisoned_buffers, mode, bidirectional, dtype, path):
+    """Every buffer the CPU kernels take from the buffer cache arrives filled
+    with NaNs (as a reused block arrives with the last call's data): each
+    loop (the fused step, the general loop, the general backward a few steps
+    per chunk) in inference and training must match torch.nn as before."""
+    torch.manual_seed(909)
+    batch, hidden, seq_len = 12, 16, 10
+    proj = 7 if mode == "LSTM" else 0
+    directions = 2 if bidirectional else 1
+    fused = torch.ops.deeprnn._cpu_fused_step(1 if path == "fused" else 0)
+    chunk = torch.ops.deeprnn._cpu_backward_chunk_bytes(
+        _few_steps_bytes(mode, batch, directions, hidden, dtype) if path == "chunked" else 0)
+    try:
+        reference, ours = make_pair(
+            mode, dtype=dtype, input_size=5, hidden_size=hidden, num_layers=2,
+            bidirectional=bidirectional, proj_size=proj)
+        x = torch.randn(seq_len, batch, 5, dtype=dtype)
+        h0, c0 = random_states(mode, batch, 2, bidirectional, hidden, proj, dtype)
+        layers_before = torch.ops.deeprnn._cpu_fused_step_layers()
+        with torch.no_grad():
+            for got, expected in zip(call(ours, mode, x, h0, c0),
+                                     call(reference, mode, x, h0, c0)):
+                torch.testing.assert_close(got, expected, **TOLERANCES[dtype][0])
+        _compare(reference, ours, mode, x, h0, c0, dtype)
+        ran_fused = torch.ops.deeprnn._cpu_fused_step_layers() != layers_before
+        assert ran_fused == (path == "fused")
+    finally:
+        torch.ops.deeprnn._cpu_fused_step(fused)
+        torch.ops.deeprnn._cpu_backward_chunk_bytes(chunk)
+
+
 def test_backward_chunk_bytes_rejects_a_negative_budget():
     with pytest.raises(RuntimeError, match=r"_cpu_backward_chunk_bytes: bytes must be"
                                            r" -1 .* got -2"):
