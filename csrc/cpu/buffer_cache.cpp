@@ -7,11 +7,14 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -80,22 +83,6 @@ class BufferCache final : public c10::Allocator {
     return block;
   }
 
-  c10::DataPtr allocate_block(size_t bytes) {
-    if (bytes < kMinCachedBytes || cap_bytes() == 0) {
-      return c10::GetDefaultCPUAllocator()->allocate(bytes);
-    }
-    Block* block = take_idle(bytes);
-    if (block == nullptr) {
-      const size_t unit = block_rounding(bytes);
-      const size_t rounded = (bytes + unit - 1) / unit * unit;
-      block = new Block{c10::alloc_cpu(rounded), rounded};
-      std::lock_guard<std::mutex> lock(mutex_);
-      in_use_bytes_ += block->bytes;
-    }
-    report(block->data, static_cast<int64_t>(block->bytes));
-    return {block->data, block, &BufferCache::release, c10::Device(c10::kCPU)};
-  }
-
   void copy_data(void* dest, const void* src, std::size_t count)
       const override {
     default_copy_data(dest, src, count);
@@ -148,7 +135,52 @@ class BufferCache final : public c10::Allocator {
   }
 
  private:
-  BufferCache() : cap_(cap_from_environment()) {}
+  BufferCache() : cap_(cap_from_environment()) {
+    // A fork (a DataLoader worker, say) while another thread holds the lock
+    // would leave it locked for good in the child: fork waits for it.
+    pthread_atfork(
+        [] { instance().mutex_.lock(); },
+        [] { instance().mutex_.unlock(); },
+        [] { instance().mutex_.unlock(); });
+  }
+
+  c10::DataPtr allocate_block(size_t bytes) {
+    if (bytes < kMinCachedBytes || cap_bytes() == 0) {
+      return c10::GetDefaultCPUAllocator()->allocate(bytes);
+    }
+    Block* block = take_idle(bytes);
+    if (block == nullptr) {
+      block = fresh_block(bytes);
+    }
+    report(block->data, static_cast<int64_t>(block->bytes));
+    return {block->data, block, &BufferCache::release, c10::Device(c10::kCPU)};
+  }
+
+  // A new block of at least `bytes`; when the system has no memory for it,
+  // the idle blocks are freed and it is tried once more.
+  Block* fresh_block(size_t bytes) {
+    const size_t unit = block_rounding(bytes);
+    const size_t rounded = (bytes + unit - 1) / unit * unit;
+    auto block = std::make_unique<Block>(Block{nullptr, rounded});
+    try {
+      block->data = c10::alloc_cpu(rounded);
+    } catch (const c10::Error&) {
+      std::vector<Block*> idle;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        idle.swap(idle_);
+        idle_bytes_ = 0;
+      }
+      if (idle.empty()) {
+        throw;
+      }
+      free_blocks(idle);
+      block->data = c10::alloc_cpu(rounded);
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    in_use_bytes_ += block->bytes;
+    return block.release();
+  }
 
   int64_t cap_bytes() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -187,9 +219,14 @@ class BufferCache final : public c10::Allocator {
     {
       std::lock_guard<std::mutex> lock(cache.mutex_);
       cache.in_use_bytes_ -= block->bytes;
-      cache.idle_.push_back(block);
-      cache.idle_bytes_ += block->bytes;
-      cache.evict_beyond_cap(evicted);
+      if (block->bytes > static_cast<size_t>(cache.cap_)) {
+        // Larger than the cap (or the cache was turned off): it alone goes.
+        evicted.push_back(block);
+      } else {
+        cache.idle_.push_back(block);
+        cache.idle_bytes_ += block->bytes;
+        cache.evict_beyond_cap(evicted);
+      }
     }
     free_blocks(evicted);
   }

@@ -225,3 +225,89 @@ def test_environment_variable_sets_the_cap(value, expected):
     if value == "lots":
         assert ("DEEPRNN_CPU_BUFFER_CACHE_MB must be a whole number of MiB (0 turns the "
                 "cache off), got 'lots': it stays 256 MiB") in result.stderr
+
+
+def _child_training_step(queue):
+    # As a DataLoader worker does: GNU OpenMP's thread pool does not survive
+    # a fork (torch.nn's own GRU hangs in such a child on two threads).
+    torch.set_num_threads(1)
+    reference = _reference("GRU")
+    torch.manual_seed(7)
+    x = torch.randn(SEQ_LEN, BATCH, INPUT_SIZE, requires_grad=True)
+    output = _forward(reference, x)[0]
+    # Plain floats: a tensor would go through shared memory the exiting
+    # child takes with it.
+    queue.put(torch.autograd.grad(output.sum(), x)[0].flatten().tolist())
+
+
+def test_a_forked_child_uses_the_cache(cache):
+    """A child forked with idle blocks in the cache (a DataLoader worker,
+    say) gets a working copy of it: its training step matches the parent's."""
+    import multiprocessing
+
+    reference = _reference("GRU")
+    _private_forward(reference, torch.randn(SEQ_LEN, BATCH, INPUT_SIZE))
+    assert cache_stats()[1] >= 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the child's thread count, for the same sums
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_training_step, args=(queue,))
+    child.start()
+    got = torch.tensor(queue.get(timeout=60)).view(SEQ_LEN, BATCH, INPUT_SIZE)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    torch.manual_seed(7)
+    x = torch.randn(SEQ_LEN, BATCH, INPUT_SIZE, requires_grad=True)
+    try:
+        expected = torch.autograd.grad(_forward(reference, x)[0].sum(), x)[0]
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(got, expected)
+
+
+_OUT_OF_MEMORY_CHILD = """
+import resource, sys, torch, deeprnn
+torch.set_num_threads(1)
+torch.ops.deeprnn._cpu_buffer_cache_bytes(1 << 30)
+batch, steps = 1 << 19, 16
+params = [torch.randn(3, 1), torch.randn(3, 1), torch.randn(3), torch.randn(3)]
+
+def call(x):  # a GRU with H = 1: a reserve of 4 T B floats, little arithmetic
+    return torch.ops.deeprnn._rnn_forward(
+        x, None, None, params, True, 1, 0.0, True, False, False, "gru", True, None)
+
+first = call(torch.randn(steps, batch, 1))
+size = first[3].numel() * 4  # 128 MiB
+held = first[3] if sys.argv[1] == "held" else None
+del first
+x = torch.randn(2 * steps, batch, 1)
+# Room for the next call's reserve (2 x size) and output, less 48 MiB: it
+# fits only if the first reserve's idle block (size) is given back.
+status = open("/proc/self/status").read().split("VmSize:")[1].split()[0]
+limit = int(status) * 1024 + 2 * size + x.numel() * 4 - (48 << 20)
+resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+try:
+    second = call(x)
+    print("RAN", torch.ops.deeprnn._cpu_buffer_cache_stats()[0] < size)
+except RuntimeError as error:
+    print("FAILED", str(error).splitlines()[0])
+"""
+
+
+@pytest.mark.parametrize("first_reserve", ["freed", "held"])
+def test_idle_blocks_are_freed_when_memory_runs_out(first_reserve):
+    """A request the system cannot serve frees the idle blocks and tries
+    again: under an address-space limit, a call fits once the previous
+    call's idle reserve is given back (and, the control, does not fit while
+    that reserve is still held)."""
+    env = dict(os.environ, DEEPRNN_LIBRARY=os.path.abspath(deeprnn._library_path))
+    result = subprocess.run([sys.executable, "-c", _OUT_OF_MEMORY_CHILD, first_reserve],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    if first_reserve == "freed":
+        assert result.stdout.strip() == "RAN True", result.stdout + result.stderr
+    else:
+        assert result.stdout.startswith("FAILED"), result.stdout + result.stderr
+        assert "not enough memory" in result.stdout or \
+            "can't allocate memory" in result.stdout, result.stdout
