@@ -1623,8 +1623,9 @@ struct CpuBackend {
   static int guard(c10::Device) {
     return 0; // one device: nothing to switch
   }
-  // From the buffer cache: the caller frees the reserve after backward,
-  // and the next training forward reuses its pages (cpu/buffer_cache.h).
+  // The reserve and a layer's output between layers, from the buffer cache:
+  // the caller frees them (the reserve after backward), and the next call
+  // reuses their pages (cpu/buffer_cache.h).
   static Tensor empty_buffer(
       at::IntArrayRef sizes,
       const at::TensorOptions& opts) {
