@@ -9,7 +9,8 @@
 //     static constexpr const char* kForwardName, kBackwardName;  // dispatch
 //     static <guard> guard(c10::Device);  // e.g. a CUDAGuard; CPU: nothing
 //     // a large buffer that calls free and allocate again (the reserve, a
-//     // layer's output): CPU from its buffer cache, CUDA at::empty
+//     // layer's output, the weight gradients): CPU from its buffer cache,
+//     // CUDA at::empty
 //     static at::Tensor empty_buffer(at::IntArrayRef sizes, options);
 //     template <typename scalar_t> static void forward_layer(...);
 //     template <typename scalar_t> static void backward_layer(...);
@@ -187,10 +188,12 @@ rnn_backward(
   at::Tensor grad_cx = output_mask[2] && present(cx) && lstm
       ? at::empty({L * D, B, H}, opts)
       : at::empty({0}, opts);
+  // Freed by the caller after the optimizer step (or added into .grad and
+  // freed): a buffer the next backward reuses.
   std::vector<at::Tensor> grad_params;
   if (output_mask[3]) {
     for (const auto& p : params) {
-      grad_params.push_back(at::empty(p.sizes(), opts));
+      grad_params.push_back(Backend::empty_buffer(p.sizes(), opts));
     }
   }
 

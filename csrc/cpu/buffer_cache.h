@@ -12,8 +12,9 @@
 // same size, as PyTorch's CUDA caching allocator does on the GPU. Besides
 // the reserve, the buffers every call allocates afresh come from here too:
 // a layer's output between layers, the inference projection chunks, the
-// packed weights and the fused loop's panels, backward's chunk buffers and
-// dx (smaller ones, below 256 KiB, go to torch's allocator).
+// packed weights and the fused loop's panels, backward's chunk buffers, dx
+// and the weight gradients (smaller ones, below 256 KiB, go to torch's
+// allocator).
 //
 // The cap: the environment variable DEEPRNN_CPU_BUFFER_CACHE_MB (0 turns
 // the cache off) and the private operator deeprnn::_cpu_buffer_cache_bytes;

@@ -459,6 +459,8 @@ def reproducer(config):
         f"sys.path.insert(0, {tests_dir!r})",
         "import conftest  # imports deeprnn (source tree + $DEEPRNN_LIBRARY), as pytest does",
         "from fuzz_configs import build_case, compare_case",
+        "import torch",
+        "torch.ops.deeprnn._cpu_buffer_cache_poison(1)  # as the fuzz test runs",
         "config = {",
         *_dict_lines(config),
         "}",

@@ -13,7 +13,10 @@ The CI run is DEFAULT_COUNT configurations from a fixed seed; a longer run:
 
     DEEPRNN_FUZZ_CONFIGS=5000 DEEPRNN_FUZZ_SEED=7 python -m pytest tests/python/test_fuzz.py
 
-A failing configuration prints a snippet that reruns it alone.
+A failing configuration prints a snippet that reruns it alone. Every
+configuration runs with the CPU's buffer cache handing out buffers filled
+with NaNs (``poisoned_buffers``, conftest.py): what a kernel reads before
+writing it shows as a mismatch.
 """
 
 import pytest
@@ -25,7 +28,7 @@ CONFIGS = fuzz_configs.configs()
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[fuzz_configs.config_id(c) for c in CONFIGS])
-def test_matches_torch_nn(config):
+def test_matches_torch_nn(poisoned_buffers, config):
     failure = None
     try:
         fuzz_configs.check_config(config)
@@ -62,11 +65,15 @@ def _reproducer_configs():
 
 
 @pytest.mark.parametrize("config", _reproducer_configs(), ids=["first", "lengths"])
-def test_reproducer_rebuilds_the_same_case(config):
-    """The printed snippet is only useful if the dict alone rebuilds the case."""
+def test_reproducer_rebuilds_the_same_case(poisoned_buffers, config):
+    """The printed snippet is only useful if the dict alone rebuilds the case
+    (and sets up the buffer cache as the fuzz test does; the fixture restores
+    it)."""
     namespace = {}
     snippet = fuzz_configs.reproducer(config)
+    torch.ops.deeprnn._cpu_buffer_cache_poison(0)
     exec(compile(snippet.split("reference, ours, case")[0], "<reproducer>", "exec"), namespace)
+    assert torch.ops.deeprnn._cpu_buffer_cache_poison() == 1
     assert namespace["config"] == config
     first = fuzz_configs.build_case(config)
     second = fuzz_configs.build_case(namespace["config"])
