@@ -1,5 +1,9 @@
 """Shared helpers for the deeprnn Python tests."""
 
+import os
+import subprocess
+import sys
+
 import torch
 
 import deeprnn
@@ -17,6 +21,18 @@ def cuda_skip_reason():
     if not torch._C._dispatch_has_kernel_for_dispatch_key("deeprnn::_rnn_forward", "CUDA"):
         return "this deeprnn build has no CUDA kernels"
     return None
+
+
+def python_with_variable(code, variable, value):
+    """Runs ``code`` in a fresh Python that loads the library the tests load,
+    with the environment variable ``variable`` unset (``value`` None) or set
+    to ``value``; returns the subprocess.CompletedProcess (text output)."""
+    env = dict(os.environ, DEEPRNN_LIBRARY=os.path.abspath(deeprnn._library_path))
+    env.pop(variable, None)
+    if value is not None:
+        env[variable] = value
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
 
 
 def module_kwargs(mode, **kwargs):

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import deeprnn
+from deeprnn_test_utils import python_with_variable
 
 cache_bytes = torch.ops.deeprnn._cpu_buffer_cache_bytes
 cache_stats = torch.ops.deeprnn._cpu_buffer_cache_stats
@@ -213,13 +214,9 @@ def test_arguments_are_checked():
                                              ("0", 0), ("64", 64 << 20),
                                              ("lots", 256 << 20)])
 def test_environment_variable_sets_the_cap(value, expected):
-    env = dict(os.environ, DEEPRNN_LIBRARY=os.path.abspath(deeprnn._library_path))
-    env.pop("DEEPRNN_CPU_BUFFER_CACHE_MB", None)
-    if value is not None:
-        env["DEEPRNN_CPU_BUFFER_CACHE_MB"] = value
-    code = "import deeprnn, torch; print(torch.ops.deeprnn._cpu_buffer_cache_bytes())"
-    result = subprocess.run([sys.executable, "-c", code], env=env,
-                            capture_output=True, text=True)
+    result = python_with_variable(
+        "import deeprnn, torch; print(torch.ops.deeprnn._cpu_buffer_cache_bytes())",
+        "DEEPRNN_CPU_BUFFER_CACHE_MB", value)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.strip()) == expected
     if value == "lots":

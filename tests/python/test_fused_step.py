@@ -18,15 +18,12 @@ each with and without variable lengths (one sequence of length T, one of
 length 1, the rest random), against torch.nn's packed path.
 """
 
-import os
-import subprocess
-import sys
 import zlib
 
 import pytest
 import torch
 
-from deeprnn_test_utils import make_pair
+from deeprnn_test_utils import make_pair, python_with_variable
 
 # (mode, T, B, input_size, hidden_size, num_layers, bidirectional, proj_size)
 # A team of two needs 2 x 32768 multiply-adds per step (D * B * G * H * P):
@@ -267,13 +264,9 @@ def test_switch_returns_the_previous_value_and_checks_its_argument():
 @pytest.mark.parametrize("value, expected", [(None, "1"), ("", "1"), ("0", "0"), ("1", "1"),
                                              ("yes", "1")])
 def test_environment_variable_sets_the_first_value(value, expected):
-    env = dict(os.environ)
-    env.pop("DEEPRNN_CPU_FUSED_STEP", None)
-    if value is not None:
-        env["DEEPRNN_CPU_FUSED_STEP"] = value
-    code = "import deeprnn, torch; print(torch.ops.deeprnn._cpu_fused_step())"
-    result = subprocess.run([sys.executable, "-c", code], env=env,
-                            capture_output=True, text=True)
+    result = python_with_variable(
+        "import deeprnn, torch; print(torch.ops.deeprnn._cpu_fused_step())",
+        "DEEPRNN_CPU_FUSED_STEP", value)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
     if value == "yes":
