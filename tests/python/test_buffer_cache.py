@@ -123,7 +123,8 @@ def test_a_block_serves_requests_of_about_its_size_only(cache):
     assert longer.data_ptr() != address
     longer_address = longer.data_ptr()
     del longer
-    # Half the steps would waste half the larger block: the smaller one serves.
+    # Half the steps: either idle block would be at least twice the request,
+    # so a fresh one comes.
     shorter = _private_forward(reference, torch.randn(SEQ_LEN // 2, BATCH, INPUT_SIZE))[3]
     assert shorter.data_ptr() not in (address, longer_address)
     del shorter
