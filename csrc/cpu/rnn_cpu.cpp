@@ -417,7 +417,8 @@ void forward_steps_fused(
   // W_hr's rows for them (depth H), laid out by output.
   const int64_t depth = P + (whole_sequence ? 0 : I);
   Tensor panels = cpu::cached_empty({D * G * depth * H}, layer_input.options());
-  Tensor proj_panels = at::empty({proj ? D * H * P : 0}, layer_input.options());
+  Tensor proj_panels =
+      cpu::cached_empty({proj ? D * H * P : 0}, layer_input.options());
   float* const panels_ptr = panels.data_ptr<float>();
   float* const proj_panels_ptr = proj_panels.data_ptr<float>();
   const float* const x_ptr = layer_input.data_ptr<float>();
@@ -1044,7 +1045,7 @@ void backward_steps_fused(
   // the P outputs (depth G*H), laid out by output; with a projection also
   // W_hr's columns for its units (depth P), laid out by unit.
   Tensor panels = cpu::cached_empty({D * G * H * P}, y.options());
-  Tensor proj_panels = at::empty({proj ? D * P * H : 0}, y.options());
+  Tensor proj_panels = cpu::cached_empty({proj ? D * P * H : 0}, y.options());
   float* const panels_ptr = panels.data_ptr<float>();
   float* const proj_panels_ptr = proj_panels.data_ptr<float>();
   const float* const y_ptr = y.data_ptr<float>();

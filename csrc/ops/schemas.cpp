@@ -215,10 +215,11 @@ TORCH_LIBRARY(deeprnn, m) {
   // For tests and benchmarks.
   m.def("_cpu_backward_chunk_bytes(int bytes=-1) -> int");
   // The cap on idle bytes of the CPU kernels' buffer cache
-  // (cpu/buffer_cache.h), which keeps the memory of freed reserves for the
-  // next call: sets it to `bytes` (0: no cache; idle blocks beyond a new cap
-  // are freed) and returns the previous cap; -1 only returns it. Starts as
-  // DEEPRNN_CPU_BUFFER_CACHE_MB says (unset: 256 MiB).
+  // (cpu/buffer_cache.h), which keeps the memory of freed reserves and
+  // scratch buffers for the next call: sets it to `bytes` (0: no cache;
+  // idle blocks beyond a new cap are freed) and returns the previous cap;
+  // -1 only returns it. Starts as DEEPRNN_CPU_BUFFER_CACHE_MB says (unset:
+  // 256 MiB).
   m.def("_cpu_buffer_cache_bytes(int bytes=-1) -> int");
   // The buffer cache's state: [idle bytes, idle blocks, bytes in use,
   // requests served by an idle block].
