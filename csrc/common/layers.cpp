@@ -1,5 +1,7 @@
 #include "common/layers.h"
 
+#include "cpu/packed_gemm.h"
+
 #include <ATen/ATen.h>
 #include <c10/util/irange.h>
 
@@ -283,18 +285,21 @@ void add_chunk_gradients(
       // Both directions' steps are the same: one GEMM with [W_ih_fwd;
       // W_ih_rev] (no other chunk reached these steps).
       Tensor dx_rows = dx.narrow(0, chunk.first[0], n).view({n * B, I});
-      at::mm_out(
-          dx_rows,
-          dgates_x.narrow(0, 0, n).view({n * B, D * G * H}),
-          stacked_input_weights(cfg, cells, layer));
+      const Tensor dgates_rows =
+          dgates_x.narrow(0, 0, n).view({n * B, D * G * H});
+      const Tensor weights = stacked_input_weights(cfg, cells, layer);
+      if (!cpu::onednn_matmul_out(dx_rows, dgates_rows, weights, false)) {
+        at::mm_out(dx_rows, dgates_rows, weights);
+      }
     } else {
       for (const auto d : c10::irange(D)) {
         Tensor dx_rows = dx.narrow(0, chunk.first[d], n).view({n * B, I});
-        at::addmm_out(
-            dx_rows,
-            dx_rows,
-            chunk_rows(dgates_x, d, G * H),
-            cells[layer * D + d].w_ih);
+        const Tensor dgates_rows = chunk_rows(dgates_x, d, G * H);
+        if (!cpu::onednn_matmul_out(
+                dx_rows, dgates_rows, cells[layer * D + d].w_ih, true)) {
+          at::addmm_out(
+              dx_rows, dx_rows, dgates_rows, cells[layer * D + d].w_ih);
+        }
       }
     }
   }

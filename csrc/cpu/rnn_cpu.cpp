@@ -730,10 +730,11 @@ void forward_layer(
       : cpu::cached_empty({D, chunk_steps * B, G * H}, opts);
   if (whole_sequence) {
     Tensor gates_2d = gates.view({T * B, D * G * H});
-    at::cpu::mm_out(
-        gates_2d,
-        layer_input.view({T * B, layer_input.size(2)}),
-        stacked_input_weights(cfg, cells, layer).t());
+    const Tensor inputs_2d = layer_input.view({T * B, layer_input.size(2)});
+    const Tensor weights_t = stacked_input_weights(cfg, cells, layer).t();
+    if (!cpu::onednn_matmul_out(gates_2d, inputs_2d, weights_t, false)) {
+      at::cpu::mm_out(gates_2d, inputs_2d, weights_t);
+    }
   }
   // First time step of direction d's chunk `chunk` (the reverse direction
   // walks the chunks from the end).
@@ -829,7 +830,10 @@ void forward_layer(
             {x.data_ptr<scalar_t>(), x.stride(0)},
             {out.data_ptr<scalar_t>(), out.stride(0)},
             0.0f)) {
-      at::cpu::mm_out(out, x, cells[layer * D + d].w_ih.t());
+      const Tensor w_ih_t = cells[layer * D + d].w_ih.t();
+      if (!cpu::onednn_matmul_out(out, x, w_ih_t, false)) {
+        at::cpu::mm_out(out, x, w_ih_t);
+      }
     }
   };
   std::vector<Tensor> w_hh_t(D);

@@ -199,6 +199,9 @@ TORCH_LIBRARY(deeprnn, m) {
   // Whether the CPU kernels multiply by MKL-packed recurrent weights in this
   // process (see cpu/packed_gemm.h); for tests and benchmarks.
   m.def("_cpu_packed_gemm() -> bool");
+  // Which library packs those weights: "mkl", "onednn" or "none" (chosen
+  // once per process; DEEPRNN_CPU_GEMM=auto|mkl|onednn).
+  m.def("_cpu_packed_gemm_library() -> str");
   // The switch of the CPU's fused small-batch step (cpu/rnn_cpu.cpp): sets
   // it to `enable` (0 off, 1 on where a layer fits) and returns the previous
   // setting; -1 only returns it. Starts as the environment variable

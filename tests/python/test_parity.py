@@ -227,6 +227,44 @@ def test_parity_with_torch_nn_on_threaded_shapes(mode, bidirectional, dtype):
     _compare(reference, ours, mode, x, h0, c0, dtype, tolerances)
 
 
+# Shapes that put every float32 GEMM of the CPU's general loop on the packed
+# or vendor path (cpu/packed_gemm.h): the batch of 40 reaches the packed
+# recurrent GEMM (32 rows and more), and the input projection (480 x 48 x
+# 4H) and dx (480 x 4H x 48) are past oneDNN's thresholds (4 Mi
+# multiply-adds, 32 columns). test_packed_gemm.py runs this under each
+# library (MKL, oneDNN, none).
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+def test_parity_on_vendor_gemm_shapes(mode, bidirectional, lengths):
+    torch.manual_seed(2468)
+    batch, hidden, seq_len, features = 40, 64, 12, 48
+    reference, ours = make_pair(
+        mode, dtype=torch.float32, input_size=features, hidden_size=hidden,
+        num_layers=2, bidirectional=bidirectional)
+    x = torch.randn(seq_len, batch, features)
+    h0, c0 = random_states(mode, batch, 2, bidirectional, hidden, 0, torch.float32)
+    if not lengths:
+        # Weight gradients sum 480 products with cancellation (see above).
+        _compare(reference, ours, mode, x, h0, c0, torch.float32,
+                 (dict(rtol=1e-5, atol=1e-5), dict(rtol=1e-3, atol=1e-4)))
+        return
+    steps = torch.randint(1, seq_len + 1, (batch,))
+    x.requires_grad_()
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, steps, enforce_sorted=False)
+    state = (h0, c0) if mode == "LSTM" else h0
+    expected, _ = torch.nn.utils.rnn.pad_packed_sequence(
+        reference(packed, state)[0], total_length=seq_len)
+    got = ours(x, state, lengths=steps)[0]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    weight = torch.randn_like(expected)
+    params_ref = list(reference.parameters())
+    grads_got = torch.autograd.grad((got * weight).sum(), [x] + list(ours.parameters()))
+    grads_want = torch.autograd.grad((expected * weight).sum(), [x] + params_ref)
+    for g, w in zip(grads_got, grads_want):
+        torch.testing.assert_close(g, w, rtol=1e-3, atol=1e-4)
+
+
 # Inference (no gradient) takes its own path: no reserve, and the input
 # projection done a chunk of steps at a time (about 1 MiB of gates per
 # chunk). These shapes give several chunks and a partial last one, both
