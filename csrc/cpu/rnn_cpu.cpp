@@ -204,15 +204,30 @@ StepRows step_rows(
 // (W_ih's rows packed the same way); training's projection is one GEMM over
 // all steps before it, as in the general loop. No operator, allocation or
 // BLAS call runs inside the region (the cell kernels' at::parallel_for runs
-// inline there), so nothing in it can throw. Float32, batch <= kFusedMaxBatch,
-// with or without lengths and LSTM projections (a second barrier per step: the
-// projection reads every unit), where the packing pays (fused_step_applies).
-// The rest takes the general loop.
+// inline there), so nothing in it can throw. Float32, batch <=
+// fused_max_batch(), with or without lengths and LSTM projections (a second
+// barrier per step: the projection reads every unit), where the packing pays
+// (fused_step_applies). The rest takes the general loop.
 
-// Above this batch the general loop (MKL's packed GEMM from 32 rows) wins:
-// with the fused loop at batch 32 and 64 the LSTM inference of bench.py's
-// stacked-bi, deep and fastrnns rows was 5-20% slower on 2 threads.
-constexpr int64_t kFusedMaxBatch = 16;
+// Above this batch the general loop wins where its GEMMs run through MKL
+// (Intel CPUs, see cpu/packed_gemm.h): with the fused loop at batch 32 and
+// 64 the LSTM inference of bench.py's stacked-bi, deep and fastrnns rows was
+// 5-20% slower on 2 threads of an Intel Xeon (Emerald Rapids).
+constexpr int64_t kFusedMaxBatchMkl = 16;
+// Where they run through oneDNN (other CPUs) the fused loop won at every
+// batch measured, on 2 threads of an AMD EPYC with AVX-512, fused against
+// general (ms): LSTM deep (B = 32) inference 45.7 / 66.5, training 201 /
+// 248; fastrnns (B = 64) LSTM inference 75.6 / 93.4, GRU 61.2 / 65.5;
+// stacked-bi (B = 32) LSTM inference 45.4 / 55.1, GRU training 172 / 177;
+// B = 128 (H = 256, 2 layers) LSTM inference 72.9 / 87.6, training 334 /
+// 355; B = 256 LSTM inference 41.5 / 48.1.
+constexpr int64_t kFusedMaxBatchOneDnn = 256;
+
+int64_t fused_max_batch() {
+  return cpu::PackedWeight::library() == cpu::PackedWeight::Library::kOneDnn
+      ? kFusedMaxBatchOneDnn
+      : kFusedMaxBatchMkl;
+}
 // Below this many multiply-adds per thread and step, a barrier costs more
 // than a second thread saves. Measured with LSTM, B = 1, T = 2000 on this
 // project's 2-core VM: at H = 64 (16K per thread) a team of two took 1.75
@@ -257,7 +272,7 @@ int64_t fused_panel_bytes(const RNNConfig& cfg, int64_t input_size) {
 template <typename scalar_t>
 bool fused_step_applies(const RNNConfig& cfg, int64_t input_size) {
   const int64_t bytes = fused_panel_bytes(cfg, input_size);
-  return std::is_same_v<scalar_t, float> && cfg.batch <= kFusedMaxBatch &&
+  return std::is_same_v<scalar_t, float> && cfg.batch <= fused_max_batch() &&
       bytes <= kFusedMaxPanelBytes &&
       cfg.seq_len * cfg.batch * kFusedPanelBytesPerRow >= bytes &&
       cpu_fused_step_enabled();

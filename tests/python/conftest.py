@@ -103,6 +103,17 @@ def backward_chunk_bytes():
 
 
 @pytest.fixture
+def fused_step_off():
+    """The CPU's fused small-batch step switched off (deeprnn._cpu_fused_step)
+    so that the general loop runs; restored after."""
+    import torch
+
+    previous = torch.ops.deeprnn._cpu_fused_step(0)
+    yield
+    torch.ops.deeprnn._cpu_fused_step(previous)
+
+
+@pytest.fixture
 def poisoned_buffers():
     """Every CPU buffer from deeprnn's buffer cache (the reserve, the kernels'
     scratch; cpu/buffer_cache.h) comes filled with NaNs while the test runs

@@ -1,8 +1,10 @@
 """The CPU's fused small-batch step (cpu/rnn_cpu.cpp, forward_steps_fused and
 backward_steps_fused).
 
-float32 layers with batch <= 16 (with or without lengths and LSTM
-projections) run their time loop in one parallel region: each thread owns a
+float32 layers with batch <= 16 (where the general loop's GEMMs run through
+MKL, i.e. on Intel CPUs; <= 256 where they run through oneDNN, see
+cpu/packed_gemm.h), with or without lengths and LSTM projections, run their
+time loop in one parallel region: each thread owns a
 slice of the hidden units (W_hh's rows packed in its cache) and the threads
 meet at a barrier per step (a second one with a projection; backward: the
 cell backward on the thread's units, a barrier, then its columns of
@@ -43,7 +45,20 @@ CONFIGS = [
     ("GRU", 23, 16, 8, 512, 1, True, 0),  # inference: 10 steps per chunk
     ("RNN_TANH", 9, 16, 5, 100, 3, False, 0),  # 6 blocks + 4 columns
     ("RNN_RELU", 8, 8, 6, 160, 2, True, 0),
+    # Batches the fused loop takes only where MAX_BATCH is 256 (the general
+    # loop's elsewhere: both loops run and are checked either way).
+    ("LSTM", 10, 40, 16, 64, 1, True, 0),
+    ("GRU", 8, 100, 12, 48, 2, False, 0),
+    ("RNN_TANH", 6, 256, 8, 32, 1, False, 0),
 ]
+
+# The fused loop's batch limit (cpu/rnn_cpu.cpp, fused_max_batch).
+MAX_BATCH = 256 if torch.ops.deeprnn._cpu_packed_gemm_library() == "onednn" else 16
+
+
+def _fused_expected(config, fused):
+    """The layers the fused loop runs for `config` with the switch at `fused`."""
+    return config[5] if fused and config[2] <= MAX_BATCH else 0
 
 # float32 against torch.nn (oneDNN / ATen): different summation orders.
 ATOL = 2e-5
@@ -145,8 +160,7 @@ def test_inference_matches_torch_nn(config, lengths, fused, threads):
     _close(actual, expected)
     for a, e in zip(_states(actual_state), _states(expected_state)):
         _close(a, e)
-    num_layers = config[5]
-    assert _fused_layers() - before == (num_layers if fused else 0)
+    assert _fused_layers() - before == _fused_expected(config, fused)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_ids)
@@ -165,7 +179,7 @@ def test_training_matches_torch_nn(config, lengths, fused, threads):
         _run(module, xi, si if len(si) == 2 else si[0], lens, module is reference)
         for module, (xi, si) in zip((reference, ours), inputs)
     ]
-    assert _fused_layers() - before == (config[5] if fused else 0)
+    assert _fused_layers() - before == _fused_expected(config, fused)
     weights = torch.randn_like(outs[0][0])
     before = _fused_backward_layers()
     for out, final in outs:
@@ -173,7 +187,7 @@ def test_training_matches_torch_nn(config, lengths, fused, threads):
         for s in _states(final):
             loss = loss + (s * s).sum()
         loss.backward()
-    assert _fused_backward_layers() - before == (config[5] if fused else 0)
+    assert _fused_backward_layers() - before == _fused_expected(config, fused)
     (ex, es), (ax, as_) = inputs
     _close(outs[1][0], outs[0][0])
     _close(ax.grad, ex.grad)
@@ -186,7 +200,8 @@ def test_training_matches_torch_nn(config, lengths, fused, threads):
 @pytest.mark.parametrize(
     "why, config, dtype",
     [
-        ("batch 17", ("GRU", 5, 17, 4, 32, 1, False, 0), torch.float32),
+        ("batch above the limit", ("GRU", 5, MAX_BATCH + 1, 4, 32, 1, False, 0),
+         torch.float32),
         ("float64", ("LSTM", 5, 2, 4, 32, 1, False, 0), torch.float64),
         # 2 MiB of W_hh and W_ih to pack: 32 rows of steps pay for that.
         ("too few steps", ("LSTM", 4, 1, 256, 256, 1, False, 0), torch.float32),
