@@ -173,7 +173,9 @@ void mm_into(
     const at::Tensor& a,
     const at::Tensor& b,
     std::vector<bool>::reference written) {
-  if (written) {
+  if (cpu::onednn_matmul_out(out, a, b, written)) {
+    written = true;
+  } else if (written) {
     at::addmm_out(out, out, a, b);
   } else {
     at::mm_out(out, a, b);

@@ -64,14 +64,15 @@ class PackedWeight {
   int64_t m_, n_, k_;
 };
 
-// out = a @ b (accumulate: out += a @ b) through oneDNN's inner product
-// when PackedWeight's library is oneDNN, the operands are float32 CPU
-// matrices (any strides; out's rows contiguous) and the product has at least
-// kMinOneDnnMacs multiply-adds; returns false (and does nothing) otherwise,
-// for the caller's at::mm_out. On the AMD EPYC VM the input projection of
-// `fastrnns` (6400 x 512 x 1536) took 40 ms against MKL's 70, and dx of its
-// backward 26 against 56; the weight gradients' shape (K = T * B) is not
-// faster there, so those stay with at::mm.
+// out = a @ b (accumulate: out += a @ b) through oneDNN when PackedWeight's
+// library is oneDNN, the operands are float32 CPU matrices (any strides) and
+// the product has at least kMinOneDnnMacs multiply-adds; returns false (and
+// does nothing) otherwise, for the caller's at::mm_out. An `a` that is a
+// transposed view (a = G^T, the weight gradients' dG^T X over T x B rows)
+// takes oneDNN's backward-weights primitive, the rest its inner product.
+// On the AMD EPYC VM: the input projection of `fastrnns` (6400 x 512 x
+// 1536) 40 ms against MKL's 70, dx of its backward 26 against 56, its
+// GRU's dW_ih 35 against 56 (see the .cpp for the blocking).
 bool onednn_matmul_out(
     at::Tensor& out,
     const at::Tensor& a,

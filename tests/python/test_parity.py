@@ -266,6 +266,23 @@ def test_parity_on_vendor_gemm_shapes(fused_step_off, mode, bidirectional, lengt
         torch.testing.assert_close(g, w, rtol=1e-3, atol=1e-4)
 
 
+# The weight gradients through oneDNN (dW = dG^T X over T x B rows) go in
+# blocks of about 12 MiB of rows of dG and X (cpu/packed_gemm.cpp): GRU with
+# H = 64 and I = 100 takes 10,773 rows a block, so T x B = 12,000 makes two,
+# the second partial, added to the first. Both directions: dG's rows are
+# strided. (Under MKL, one GEMM.)
+def test_parity_on_vendor_gemm_shapes_in_blocks(fused_step_off):
+    torch.manual_seed(1357)
+    reference, ours = make_pair(
+        "GRU", dtype=torch.float32, input_size=100, hidden_size=64, num_layers=1,
+        bidirectional=True)
+    x = torch.randn(120, 100, 100)
+    h0, _ = random_states("GRU", 100, 1, True, 64, 0, torch.float32)
+    # Weight gradients sum 12,000 products with cancellation.
+    _compare(reference, ours, "GRU", x, h0, None, torch.float32,
+             (dict(rtol=1e-5, atol=1e-5), dict(rtol=1e-3, atol=5e-4)))
+
+
 # Inference (no gradient) takes its own path: no reserve, and the input
 # projection done a chunk of steps at a time (about 1 MiB of gates per
 # chunk). These shapes give several chunks and a partial last one, both
