@@ -695,6 +695,11 @@ def main(argv=None):
             fast_path = bool(torch.ops.deeprnn._cuda_fast_path())
             print("deeprnn CUDA fast path (persistent kernels): "
                   + ("on where a layer fits" if fast_path else "off"))
+    cpu_gemm = None
+    if device.type == "cpu" and hasattr(torch.ops.deeprnn, "_cpu_packed_gemm_library"):
+        cpu_gemm = str(torch.ops.deeprnn._cpu_packed_gemm_library())
+        print(f"gemm    : deeprnn's float32 GEMMs through {cpu_gemm} "
+              "(MKL on Intel CPUs, oneDNN on others; DEEPRNN_CPU_GEMM)")
     if args.lengths == "spread":
         print("lengths : spread, fresh per batch from [T/4, T] in random "
               "order; torch.nn via pack_padded_sequence + "
@@ -797,6 +802,7 @@ def main(argv=None):
         "device": str(device), "atol": args.atol, "seed": args.seed,
         "tf32": args.tf32 if device.type == "cuda" else None,
         "cuda_fast_path": fast_path,
+        "cpu_gemm": cpu_gemm,
         "timing": ("CUDA events" if device.type == "cuda"
                    else "time.perf_counter"),
         "deeprnn": source, "elapsed_s": elapsed, "isa_note": isa_note,
