@@ -228,6 +228,7 @@ int64_t fused_max_batch() {
       ? kFusedMaxBatchOneDnn
       : kFusedMaxBatchMkl;
 }
+
 // Below this many multiply-adds per thread and step, a barrier costs more
 // than a second thread saves. Measured with LSTM, B = 1, T = 2000 on this
 // project's 2-core VM: at H = 64 (16K per thread) a team of two took 1.75

@@ -196,8 +196,9 @@ TORCH_LIBRARY(deeprnn, m) {
       "bool train, bool bidirectional, bool batch_first, str mode, "
       "bool[4] output_mask, Tensor? lengths=None) "
       "-> (Tensor, Tensor, Tensor, Tensor[])");
-  // Whether the CPU kernels multiply by MKL-packed recurrent weights in this
-  // process (see cpu/packed_gemm.h); for tests and benchmarks.
+  // Whether the CPU kernels multiply by recurrent weights packed once per
+  // layer (by MKL or oneDNN) in this process (see cpu/packed_gemm.h); for
+  // tests and benchmarks.
   m.def("_cpu_packed_gemm() -> bool");
   // Which library packs those weights: "mkl", "onednn" or "none" (chosen
   // once per process; DEEPRNN_CPU_GEMM=auto|mkl|onednn).
