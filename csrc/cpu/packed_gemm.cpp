@@ -137,6 +137,32 @@ bool genuine_intel() {
   return std::strcmp(vendor, "GenuineIntel") == 0;
 }
 
+// input @ weight^T through mkldnn::_linear_pointwise; weight [n, k], dense or
+// reordered by mkldnn::_reorder_linear_weight. Returns a new [m, n] tensor.
+at::Tensor onednn_linear(const at::Tensor& input, const at::Tensor& weight) {
+  c10::Stack stack{
+      input,
+      weight,
+      c10::IValue(), // no bias
+      c10::IValue(std::string("none")), // no fused activation
+      c10::IValue(c10::List<std::optional<at::Scalar>>()),
+      c10::IValue()};
+  onednn_ops().linear->callBoxed(stack);
+  return std::move(stack[0]).toTensor();
+}
+
+// target = product (beta 0: whatever target held, NaN included, is not
+// read) or product + beta * target.
+void store_product(at::Tensor& target, const at::Tensor& product, float beta) {
+  if (beta == 0.0f) {
+    target.copy_(product);
+  } else if (beta == 1.0f) {
+    target.add_(product);
+  } else {
+    target.mul_(beta).add_(product);
+  }
+}
+
 // The library behind PackedWeight, chosen once per process:
 // DEEPRNN_DISABLE_PACKED_GEMM=1 -> none; DEEPRNN_CPU_GEMM=mkl or onednn ->
 // that one where torch carries it (else none); unset or auto -> MKL on
@@ -226,7 +252,13 @@ void PackedWeight::multiply(
     float beta) const {
   TORCH_INTERNAL_ASSERT(rows >= 1 && rows <= m_);
   if (library() == Library::kOneDnn) {
-    multiply_onednn(rows, a, lda, c, ldc, beta);
+    // Below autograd: the operands are plain buffers.
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    const auto options = at::TensorOptions().dtype(at::kFloat);
+    const at::Tensor input =
+        at::from_blob(const_cast<float*>(a), {rows, k_}, {lda, 1}, options);
+    at::Tensor target = at::from_blob(c, {rows, n_}, {ldc, 1}, options);
+    store_product(target, onednn_linear(input, storage_), beta);
     return;
   }
   api().compute(
@@ -243,45 +275,6 @@ void PackedWeight::multiply(
       beta,
       c,
       as_int(ldc));
-}
-
-void PackedWeight::multiply_onednn(
-    int64_t rows,
-    const float* a,
-    int64_t lda,
-    float* c,
-    int64_t ldc,
-    float beta) const {
-  // Below autograd: the operands are plain buffers.
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const at::Tensor input = at::from_blob(
-      const_cast<float*>(a),
-      {rows, k_},
-      {lda, 1},
-      at::TensorOptions().dtype(at::kFloat));
-  c10::Stack stack{
-      input,
-      storage_,
-      c10::IValue(),
-      c10::IValue(std::string("none")),
-      c10::IValue(c10::List<std::optional<at::Scalar>>()),
-      c10::IValue()};
-  onednn_ops().linear->callBoxed(stack);
-  const at::Tensor product = std::move(stack[0]).toTensor(); // [rows, n]
-  TORCH_INTERNAL_ASSERT(product.is_contiguous() && product.size(1) == n_);
-  const float* p = product.data_ptr<float>();
-  for (int64_t i = 0; i < rows; ++i) {
-    float* row = c + i * ldc;
-    const float* from = p + i * n_;
-    if (beta == 0.0f) {
-      // Not 0 * row: the destination may hold anything (NaN included).
-      std::memcpy(row, from, static_cast<size_t>(n_) * sizeof(float));
-    } else {
-      for (int64_t j = 0; j < n_; ++j) {
-        row[j] = from[j] + beta * row[j];
-      }
-    }
-  }
 }
 
 namespace {
@@ -329,11 +322,7 @@ void onednn_weight_gradient_out(
         b.narrow(0, start, rows).contiguous().to_mkldnn(),
         weight_shape,
         false)); // [m, n], dense
-    if (accumulate || start > 0) {
-      out.add_(partial);
-    } else {
-      out.copy_(partial);
-    }
+    store_product(out, partial, accumulate || start > 0 ? 1.0f : 0.0f);
   }
 }
 
@@ -368,21 +357,11 @@ bool onednn_matmul_out(
       kOneDnnChunkBytes / (n * static_cast<int64_t>(sizeof(float))));
   for (int64_t start = 0; start < m; start += chunk_rows) {
     const int64_t rows = std::min(chunk_rows, m - start);
-    c10::Stack stack{
-        a.narrow(0, start, rows),
-        weight,
-        c10::IValue(),
-        c10::IValue(std::string("none")),
-        c10::IValue(c10::List<std::optional<at::Scalar>>()),
-        c10::IValue()};
-    onednn_ops().linear->callBoxed(stack);
-    const at::Tensor product = std::move(stack[0]).toTensor();
     at::Tensor target = out.narrow(0, start, rows);
-    if (accumulate) {
-      target.add_(product);
-    } else {
-      target.copy_(product);
-    }
+    store_product(
+        target,
+        onednn_linear(a.narrow(0, start, rows), weight),
+        accumulate ? 1.0f : 0.0f);
   }
   return true;
 }

@@ -50,14 +50,6 @@ class PackedWeight {
       float beta) const;
 
  private:
-  void multiply_onednn(
-      int64_t rows,
-      const float* a,
-      int64_t lda,
-      float* c,
-      int64_t ldc,
-      float beta) const;
-
   // MKL's packed layout (opaque bytes) or oneDNN's reordered weight (an
   // MKLDNN-layout tensor).
   at::Tensor storage_;
