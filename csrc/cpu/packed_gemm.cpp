@@ -294,11 +294,15 @@ constexpr int64_t kMinOneDnnChunkRows = 64;
 // A weight gradient, out [m, n] = G^T X for G [K, m] and X [K, n] with K =
 // steps x batch, goes through oneDNN's inner-product backward-weights
 // primitive instead, on MKLDNN copies of about this many bytes of rows of
-// G and X at a time (copies of larger blocks page-fault). On the AMD EPYC
-// VM, K = 6400, m = 2048, n = 512 (`fastrnns` LSTM): MKL 77.6 ms, oneDNN's
-// inner product 60, this primitive in 512, 1024, 2048 and 3200-row blocks
-// 52.2, 48.6, 51.5 and 50.8 ms; m = 1536 (GRU): 56.1 against 34.7-38.1.
-constexpr int64_t kOneDnnWeightGradientChunkBytes = int64_t{12} << 20;
+// G and X at a time. On the AMD EPYC VM, K = 6400, m = 2048, n = 512
+// (`fastrnns` LSTM): MKL 77.6 ms, oneDNN's inner product 60, this primitive
+// in 512, 1024, 2048 and 3200-row blocks (5 to 31 MiB) 52.2, 48.6, 51.5 and
+// 50.8 ms; m = 1536 (GRU): 56.1 against 34.7-38.1; whole, the copies
+// page-fault (to_mkldnn of a 52 MB dG: 25 ms). The copies (and oneDNN's
+// scratchpad) are workspace beyond the documented layouts, so the blocks
+// are kept small: 4 MiB put backward 3-10 MB above them at T = 100,000
+// (tests/python/test_long_sequence.py), 12 MiB 22-29 MB.
+constexpr int64_t kOneDnnWeightGradientChunkBytes = int64_t{4} << 20;
 
 // out = a @ b (+ out) for a = G^T, G [K, m] (a transposed view) by blocks of
 // K: see kOneDnnWeightGradientChunkBytes.

@@ -48,6 +48,9 @@ def train(rank, world_size, store):
     if rank == 0:
         same = all(torch.equal(gathered[0], other) for other in gathered)
         print("parameters identical on both ranks:", same)
+    # Every rank reaches this point before any tears its group down: a rank
+    # that destroys its group while another still talks to it can abort.
+    dist.barrier()
     dist.destroy_process_group()
 
 

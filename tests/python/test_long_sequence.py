@@ -19,12 +19,20 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import deeprnn
 
 T, B, I, H = 100_000, 1, 8, 32
 # Page rounding, allocator bookkeeping, the small per-step tensors.
 SLACK_BYTES = 4 << 20
+# Where the CPU GEMMs run through oneDNN (cpu/packed_gemm.h), the weight
+# gradients dG^T X go in blocks of about 4 MiB of rows of dG and X, copied
+# into oneDNN's tensors (dG's rows first made contiguous when they are
+# strided, as with two directions), and oneDNN's primitive has a scratchpad:
+# a workspace of a few blocks, whatever T. Measured: LSTM uni 4.3 MB, GRU
+# bi 10.3 MB above the prediction.
+ONEDNN_BLOCKS_BYTES = 3 * (4 << 20)
 
 _CHILD = r"""
 import importlib.util, json, sys, time
@@ -70,9 +78,10 @@ torch.manual_seed(0)
 ours = getattr(deeprnn, mode)(I, H, bidirectional=bidirectional)
 reference = getattr(torch.nn, mode)(I, H, bidirectional=bidirectional)
 reference.load_state_dict(ours.state_dict())
-# Warm-up: lazy initialisation (thread pools, MKL buffers) stays out of the
-# measured phases.
-warm = torch.randn(50, B, I, requires_grad=True)
+# Warm-up: lazy initialisation (thread pools, MKL buffers, oneDNN's kernels
+# and scratchpad) stays out of the measured phases. 20,000 steps take the
+# GEMM paths of the measured call (oneDNN's from 4 Mi multiply-adds).
+warm = torch.randn(20000, B, I, requires_grad=True)
 out = ours(warm)[0]
 out.backward(torch.randn_like(out))
 
@@ -171,7 +180,9 @@ def test_long_sequence_runs_and_uses_the_predicted_memory(mode, bidirectional):
     assert reserve in numbers["saved_numels"], (reserve, numbers["saved_numels"])
     assert numbers["forward_growth"] >= reserve * size
     assert numbers["forward_growth"] <= forward_predicted + SLACK_BYTES
-    assert numbers["backward_growth"] <= backward_predicted + SLACK_BYTES
+    workspace = (ONEDNN_BLOCKS_BYTES
+                 if torch.ops.deeprnn._cpu_packed_gemm_library() == "onednn" else 0)
+    assert numbers["backward_growth"] <= backward_predicted + SLACK_BYTES + workspace
     assert numbers["grads_finite"]
     # 100,000 float32 steps from the same weights: rounding differences stay
     # bounded because the recurrence is contractive.
