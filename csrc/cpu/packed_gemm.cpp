@@ -112,7 +112,11 @@ const OneDnnOps& onednn_ops() {
     auto& dispatcher = c10::Dispatcher::singleton();
     ops.reorder = dispatcher.findSchema({"mkldnn::_reorder_linear_weight", ""});
     ops.linear = dispatcher.findSchema({"mkldnn::_linear_pointwise", ""});
+    // The schemas the boxed calls below fill in (as in torch 2.x); another
+    // torch's operators of these names are left alone.
     ops.ok = ops.reorder.has_value() && ops.linear.has_value() &&
+        ops.reorder->schema().arguments().size() == 2 &&
+        ops.linear->schema().arguments().size() == 6 &&
         ops.reorder->hasKernelForDispatchKey(c10::DispatchKey::CPU) &&
         ops.linear->hasKernelForDispatchKey(c10::DispatchKey::CPU);
     const auto backward =
