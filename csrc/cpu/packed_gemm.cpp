@@ -155,6 +155,14 @@ at::Tensor onednn_linear(const at::Tensor& input, const at::Tensor& weight) {
   return std::move(stack[0]).toTensor();
 }
 
+// weight [n, k], contiguous, in oneDNN's blocked layout for products of up
+// to `rows` rows (mkldnn::_reorder_linear_weight).
+at::Tensor onednn_reorder(const at::Tensor& weight, int64_t rows) {
+  c10::Stack stack{weight, std::optional<int64_t>(rows)};
+  onednn_ops().reorder->callBoxed(stack);
+  return std::move(stack[0]).toTensor();
+}
+
 // target = product (beta 0: whatever target held, NaN included, is not
 // read) or product + beta * target.
 void store_product(at::Tensor& target, const at::Tensor& product, float beta) {
@@ -223,10 +231,7 @@ PackedWeight::PackedWeight(const at::Tensor& weight, int64_t m, bool transpose)
   if (library() == Library::kOneDnn) {
     // oneDNN multiplies by W^T of W [n, k]: the backward's op(W) = W [k, n]
     // is transposed once here.
-    const at::Tensor rows_by_k = transpose ? weight : weight.t().contiguous();
-    c10::Stack stack{rows_by_k, std::optional<int64_t>(m_)};
-    onednn_ops().reorder->callBoxed(stack);
-    storage_ = std::move(stack[0]).toTensor();
+    storage_ = onednn_reorder(transpose ? weight : weight.t().contiguous(), m_);
     return;
   }
   const size_t bytes =
@@ -359,10 +364,12 @@ bool onednn_matmul_out(
     onednn_weight_gradient_out(out, a, b, accumulate);
     return true;
   }
-  const at::Tensor weight = b.t(); // [n, k]: oneDNN multiplies by W^T
   const int64_t chunk_rows = std::max(
       kMinOneDnnChunkRows,
       kOneDnnChunkBytes / (n * static_cast<int64_t>(sizeof(float))));
+  // Reordered once for all the blocks (given dense, oneDNN reorders it on
+  // every call). oneDNN multiplies by W^T of W [n, k].
+  const at::Tensor weight = onednn_reorder(b.t().contiguous(), chunk_rows);
   for (int64_t start = 0; start < m; start += chunk_rows) {
     const int64_t rows = std::min(chunk_rows, m - start);
     at::Tensor target = out.narrow(0, start, rows);
