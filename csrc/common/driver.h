@@ -14,6 +14,10 @@
 //     static at::Tensor empty_buffer(at::IntArrayRef sizes, options);
 //     template <typename scalar_t> static void forward_layer(...);
 //     template <typename scalar_t> static void backward_layer(...);
+//     // optional: every layer's forward at once (CUDA's wavefront across
+//     // the layers, cuda/persistent.cuh); returns false, having done
+//     // nothing, where it does not apply, and the layers run one by one
+//     template <typename scalar_t> static bool forward_stack(...);
 //   };
 //
 // with forward_layer/backward_layer as the backends' own (cpu/rnn_cpu.cpp),
@@ -30,9 +34,19 @@
 #include <array>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace deeprnn {
+
+// Whether Backend has the optional forward_stack.
+template <typename Backend, typename = void>
+struct HasForwardStack : std::false_type {};
+template <typename Backend>
+struct HasForwardStack<
+    Backend,
+    std::void_t<decltype(&Backend::template forward_stack<float>)>>
+    : std::true_type {};
 
 template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
@@ -93,6 +107,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
         input.scalar_type(),
         Backend::kForwardName,
         [&] {
+          if constexpr (HasForwardStack<Backend>::value) {
+            if (Backend::template forward_stack<scalar_t>(
+                    cfg,
+                    cells,
+                    layer_input,
+                    h0,
+                    c0,
+                    saved,
+                    output,
+                    hy,
+                    cy,
+                    plan ? &*plan : nullptr)) {
+              return;
+            }
+          }
           for (const auto l : c10::irange(L)) {
             const bool last = l == L - 1;
             const at::Tensor y = last ? output

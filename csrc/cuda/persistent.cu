@@ -51,6 +51,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
 
 namespace deeprnn {
@@ -118,6 +119,30 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// A kernel's parameters travel in 4 KiB of constant memory.
+static_assert(
+    sizeof(StackParams<double>) <= 4096,
+    "the stack kernel's parameters must fit the launch's 4 KiB");
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    persistent_stack_kernel(const StackParams<scalar_t> p) {
+  extern __shared__ __align__(16) unsigned char shared_memory[];
+  const Shared<scalar_t> sh(p.layers[0].geo, shared_memory);
+  DeviceBlock block;
+  load_stack_weights(p, blockIdx.x, sh, threadIdx.x, blockDim.x);
+  __syncthreads();
+  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+  const int64_t waves = p.layers[0].T + p.L - 1;
+  for (int64_t wave = 0; wave < waves; ++wave) {
+    stack_step(p, blockIdx.x, sh, wave, block);
+    // Every layer's h_t of this wavefront step is in global memory before
+    // the layer above reads it as its input, and the layer itself as its
+    // h_{t-1}.
+    grid.sync();
+  }
+}
+
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     persistent_backward_kernel(const BackwardParams<scalar_t> p) {
@@ -149,24 +174,27 @@ int64_t min_units_from_environment() {
   return units;
 }
 
-// The geometry of a layer on one device, or nullopt if it does not fit;
-// cached, since the occupancy queries cost a few microseconds each.
+// The geometry of a layer (`groups` = its directions) or of a stack (`stack`:
+// `groups` = its layers, the stack kernel) on one device, or nullopt if it
+// does not fit; cached, since the occupancy queries cost a few microseconds
+// each.
 template <typename scalar_t>
 std::optional<Geometry> geometry_for(
     Pass pass,
     int device,
     int64_t hidden,
-    int64_t directions,
+    int64_t groups,
     int64_t gates,
-    int64_t batch) {
+    int64_t batch,
+    bool stack = false) {
   // The geometry depends on the batch only up to a full tile: keying on
   // that bounds the cache whatever batch sizes come.
   batch = std::min(round_up(batch, kRowGroup), kMaxTileRows);
-  using Key = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t>;
+  using Key = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, bool>;
   static std::mutex mutex;
   static std::map<Key, std::optional<Geometry>> cache;
   const Key key{
-      static_cast<int>(pass), device, hidden, directions, gates, batch};
+      static_cast<int>(pass), device, hidden, groups, gates, batch, stack};
   std::lock_guard<std::mutex> lock(mutex);
   const auto found = cache.find(key);
   if (found != cache.end()) {
@@ -179,13 +207,15 @@ std::optional<Geometry> geometry_for(
   };
   std::optional<Geometry> geo;
   if (attribute(cudaDevAttrCooperativeLaunch) != 0) {
-    const void* kernel = pass == Pass::Forward
+    const void* kernel = stack
+        ? reinterpret_cast<const void*>(persistent_stack_kernel<scalar_t>)
+        : pass == Pass::Forward
         ? reinterpret_cast<const void*>(persistent_forward_kernel<scalar_t>)
         : reinterpret_cast<const void*>(persistent_backward_kernel<scalar_t>);
     geo = choose_geometry(
         pass,
         hidden,
-        directions,
+        groups,
         gates,
         batch,
         sizeof(scalar_t),
@@ -204,22 +234,23 @@ std::optional<Geometry> geometry_for(
               &blocks, kernel, kThreads, static_cast<size_t>(shared_bytes)));
           return blocks;
         },
-        min_units_from_environment());
+        min_units_from_environment(),
+        stack ? 2 : 1);
   }
   cache.emplace(key, geo);
   return geo;
 }
 
-// Launches `kernel(params)` as a cooperative grid of `geo` on the current
-// stream. Returns false, with a warning (once), when the device refuses the
-// grid as too large to be co-resident: the occupancy query promised it, but
-// less of the device may be ours (MPS, a partitioned GPU); the caller then
-// takes the general path. Any other error throws.
+// Launches `kernel(params)` as a cooperative grid of `groups` x `geo` on the
+// current stream. Returns false, with a warning (once), when the device
+// refuses the grid as too large to be co-resident: the occupancy query
+// promised it, but less of the device may be ours (MPS, a partitioned GPU);
+// the caller then takes the general path. Any other error throws.
 template <typename Params>
 bool launch_cooperative(
     void (*kernel)(Params),
     const Params& params,
-    int64_t directions,
+    int64_t groups,
     const Geometry& geo) {
   C10_CUDA_CHECK(cudaFuncSetAttribute(
       reinterpret_cast<const void*>(kernel),
@@ -229,7 +260,7 @@ bool launch_cooperative(
   void* kernel_args[] = {&args};
   const cudaError_t status = cudaLaunchCooperativeKernel(
       reinterpret_cast<const void*>(kernel),
-      dim3(static_cast<unsigned int>(directions * geo.blocks_per_direction)),
+      dim3(static_cast<unsigned int>(groups * geo.blocks_per_direction)),
       dim3(static_cast<unsigned int>(geo.threads)),
       kernel_args,
       static_cast<size_t>(geo.shared_bytes),
@@ -238,7 +269,7 @@ bool launch_cooperative(
     (void)cudaGetLastError(); // clear it: the general path goes on
     TORCH_WARN_ONCE(
         "deeprnn: the device refused a persistent kernel's grid of ",
-        directions * geo.blocks_per_direction,
+        groups * geo.blocks_per_direction,
         " blocks as too large to be co-resident; those layers take the "
         "general path");
     return false;
@@ -250,12 +281,26 @@ bool launch_cooperative(
 // Layers the fast paths have run in this process: the private operator
 // deeprnn::_cuda_fast_path_layers (ops/schemas.cpp) keeps the counts, so
 // that tests can tell which path ran.
-void count_layer(Pass pass) {
+void count_layers(Pass pass, int64_t layers = 1, bool stacked = false) {
   static const auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("deeprnn::_cuda_fast_path_layers", "")
-          .typed<std::vector<int64_t>(int64_t, int64_t)>();
-  op.call(pass == Pass::Forward ? 1 : 0, pass == Pass::Backward ? 1 : 0);
+          .typed<std::vector<int64_t>(int64_t, int64_t, int64_t)>();
+  op.call(
+      pass == Pass::Forward ? layers : 0,
+      pass == Pass::Backward ? layers : 0,
+      stacked ? layers : 0);
+}
+
+// DEEPRNN_CUDA_FAST_PATH_WAVEFRONT=0: stacks run layer by layer even where
+// the stack kernel fits (to compare the two); unset or 1: the stack kernel
+// where it fits.
+bool wavefront_from_environment() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("DEEPRNN_CUDA_FAST_PATH_WAVEFRONT");
+    return value == nullptr || std::string(value) != "0";
+  }();
+  return enabled;
 }
 
 } // namespace
@@ -317,7 +362,64 @@ bool try_persistent_forward_layer(
             *geo);
       });
   if (ran) {
-    count_layer(Pass::Forward);
+    count_layers(Pass::Forward);
+  }
+  return ran;
+}
+
+template <typename scalar_t>
+bool try_persistent_forward_stack(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    const at::Tensor& input,
+    const at::Tensor& h0,
+    const at::Tensor& c0,
+    const std::vector<LayerReserve>& saved,
+    const at::Tensor& output,
+    const at::Tensor& hy,
+    const at::Tensor& cy,
+    const LengthsPlan* plan) {
+  using namespace persistent;
+  if (!stack_applies(cfg) || !output.is_contiguous() || !fast_path_enabled() ||
+      !wavefront_from_environment()) {
+    return false;
+  }
+  for (const LayerReserve& r : saved) {
+    if ((r.output.defined() && !r.output.is_contiguous()) ||
+        (r.gates.defined() && !r.gates.is_contiguous()) ||
+        (r.cells.defined() && !r.cells.is_contiguous())) {
+      return false;
+    }
+  }
+  const std::optional<Geometry> geo = geometry_for<scalar_t>(
+      Pass::Forward,
+      input.get_device(),
+      cfg.hidden_size,
+      cfg.num_layers,
+      cfg.gates,
+      cfg.batch,
+      /*stack=*/true);
+  if (!geo.has_value()) {
+    return false;
+  }
+  const bool ran = persistent::forward_stack<scalar_t>(
+      cfg,
+      cells,
+      input,
+      h0,
+      c0,
+      saved,
+      output,
+      hy,
+      cy,
+      plan,
+      *geo,
+      [&](const StackParams<scalar_t>& params) {
+        return launch_cooperative(
+            persistent_stack_kernel<scalar_t>, params, cfg.num_layers, *geo);
+      });
+  if (ran) {
+    count_layers(Pass::Forward, cfg.num_layers, /*stacked=*/true);
   }
   return ran;
 }
@@ -381,7 +483,7 @@ bool try_persistent_backward_loop(
             *geo);
       });
   if (ran) {
-    count_layer(Pass::Backward);
+    count_layers(Pass::Backward);
   }
   return ran;
 }
@@ -399,6 +501,23 @@ bool try_persistent_backward_loop(
       const at::Tensor&,                                \
       const at::Tensor&,                                \
       const LengthsPlan*);
+#define DEEPRNN_INSTANTIATE_STACK(scalar_t)             \
+  template bool try_persistent_forward_stack<scalar_t>( \
+      const RNNConfig&,                                 \
+      const std::vector<CellParams>&,                   \
+      const at::Tensor&,                                \
+      const at::Tensor&,                                \
+      const at::Tensor&,                                \
+      const std::vector<LayerReserve>&,                 \
+      const at::Tensor&,                                \
+      const at::Tensor&,                                \
+      const at::Tensor&,                                \
+      const LengthsPlan*);
+DEEPRNN_INSTANTIATE_STACK(float)
+DEEPRNN_INSTANTIATE_STACK(double)
+DEEPRNN_INSTANTIATE_STACK(at::Half)
+DEEPRNN_INSTANTIATE_STACK(at::BFloat16)
+#undef DEEPRNN_INSTANTIATE_STACK
 #define DEEPRNN_INSTANTIATE_BACKWARD(scalar_t)          \
   template bool try_persistent_backward_loop<scalar_t>( \
       const RNNConfig&,                                 \

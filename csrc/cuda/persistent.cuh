@@ -110,15 +110,19 @@ struct Geometry {
   int64_t threads = kThreads;
   // Byte offsets in shared memory: results [tile_rows, rows] acc_t, the
   // vector tile (h_{t-1} or dG_t) [tile_rows, h_stride] acc_t, and
-  // W [rows, w_stride] scalar_t.
-  int64_t pre_offset = 0, h_offset = 0, w_offset = 0, shared_bytes = 0;
+  // W [rows, w_stride] scalar_t. The stack kernel (wavefront, below) adds
+  // the block's rows of W_ih [rows, w_stride] at x_offset (0: none).
+  int64_t pre_offset = 0, h_offset = 0, w_offset = 0, x_offset = 0;
+  int64_t shared_bytes = 0;
 };
 
 inline int64_t round_up(int64_t value, int64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }
 
-// The layout of one block's shared memory for `units` per block.
+// The layout of one block's shared memory for `units` per block;
+// `weight_slices` 2 for the stack kernel's W_ih beside W_hh (forward, with
+// the layer's input as wide as its output).
 inline Geometry make_geometry(
     Pass pass,
     int64_t hidden,
@@ -128,7 +132,8 @@ inline Geometry make_geometry(
     int64_t tile_rows,
     int64_t scalar_size,
     int64_t acc_size,
-    int64_t threads = kThreads) {
+    int64_t threads = kThreads,
+    int64_t weight_slices = 1) {
   Geometry g;
   g.units = units;
   g.blocks_per_direction = (hidden + units - 1) / units;
@@ -154,6 +159,10 @@ inline Geometry make_geometry(
   g.h_offset = round_up(tile_rows * g.rows * acc_size, 16);
   g.w_offset = g.h_offset + round_up(tile_rows * g.h_stride * acc_size, 16);
   g.shared_bytes = g.w_offset + g.rows * g.w_stride * scalar_size;
+  if (weight_slices == 2) {
+    g.x_offset = round_up(g.shared_bytes, 16);
+    g.shared_bytes = g.x_offset + g.rows * g.w_stride * scalar_size;
+  }
   return g;
 }
 
@@ -164,10 +173,12 @@ inline Geometry make_geometry(
 // that does not fit. `blocks_per_sm(shared_bytes)` is the occupancy of the
 // kernel; nullopt when nothing fits. `min_units` > 0 starts the search there
 // (fewer, fuller blocks: a tuning knob, see DEEPRNN_CUDA_FAST_PATH_UNITS).
+// `groups` of ceil(H / U) blocks each: the directions of a layer, or the
+// layers of a stack (with `weight_slices` 2).
 inline std::optional<Geometry> choose_geometry(
     Pass pass,
     int64_t hidden,
-    int64_t directions,
+    int64_t groups,
     int64_t gates,
     int64_t batch,
     int64_t scalar_size,
@@ -175,7 +186,8 @@ inline std::optional<Geometry> choose_geometry(
     int64_t sm_count,
     int64_t max_shared_per_block,
     const std::function<int64_t(int64_t)>& blocks_per_sm,
-    int64_t min_units = 0) {
+    int64_t min_units = 0,
+    int64_t weight_slices = 1) {
   if (hidden <= 0 || batch <= 0 || sm_count <= 0) {
     return std::nullopt;
   }
@@ -183,18 +195,27 @@ inline std::optional<Geometry> choose_geometry(
       hidden,
       std::max<int64_t>(
           {int64_t{1},
-           (directions * hidden + sm_count - 1) / sm_count,
+           (groups * hidden + sm_count - 1) / sm_count,
            min_units}));
   int64_t previous_blocks = -1;
   for (int64_t units = first; units <= hidden; ++units) {
-    const int64_t blocks = directions * ((hidden + units - 1) / units);
+    const int64_t blocks = groups * ((hidden + units - 1) / units);
     if (blocks == previous_blocks) {
       continue; // same grid, more shared memory: never better
     }
     previous_blocks = blocks;
     auto make = [&](int64_t tile) {
       return make_geometry(
-          pass, hidden, gates, batch, units, tile, scalar_size, acc_size);
+          pass,
+          hidden,
+          gates,
+          batch,
+          units,
+          tile,
+          scalar_size,
+          acc_size,
+          kThreads,
+          weight_slices);
     };
     int64_t tile = std::min(round_up(batch, kRowGroup), kMaxTileRows);
     Geometry g = make(tile);
@@ -276,20 +297,32 @@ struct Shared {
   acc_t* pre; // [tile_rows, rows] the products (h_{t-1} W_hh^T, dG_t W_hh)
   acc_t* h; // [tile_rows, h_stride] the tile's vectors (h_{t-1}, dG_t)
   scalar_t* w; // [rows, w_stride] the block's slice of W_hh (or W_hh^T)
+  scalar_t* w_x; // [rows, w_stride] the stack kernel's slice of W_ih, or null
 
   C10_HOST_DEVICE Shared(const Geometry& geo, unsigned char* base)
       : pre(reinterpret_cast<acc_t*>(base + geo.pre_offset)),
         h(reinterpret_cast<acc_t*>(base + geo.h_offset)),
-        w(reinterpret_cast<scalar_t*>(base + geo.w_offset)) {}
+        w(reinterpret_cast<scalar_t*>(base + geo.w_offset)),
+        w_x(geo.x_offset != 0 ? reinterpret_cast<scalar_t*>(base + geo.x_offset)
+                              : nullptr) {}
+
+  // The same tiles with W_ih's slice as the product's weights.
+  C10_HOST_DEVICE Shared input_side() const {
+    Shared other = *this;
+    other.w = w_x;
+    return other;
+  }
 };
 
-// Phase 0 (once): the block's W_hh rows into shared memory; the rows of
-// units past H (last block of a direction) are zeros.
+// The rows of a weight w [G*H, H] of the block's units into shared memory
+// (smem row k*U + u is w's row k*H + j0 + u); the rows of units past H (the
+// last block of a direction) are zeros.
 template <typename scalar_t>
-C10_HOST_DEVICE inline void load_weights(
+C10_HOST_DEVICE inline void load_weight_rows(
     const ForwardParams<scalar_t>& p,
+    const scalar_t* w,
     const Slice& s,
-    const Shared<scalar_t>& sh,
+    scalar_t* shared_w,
     int64_t thread,
     int64_t threads) {
   const int64_t U = p.geo.units, H = p.H;
@@ -297,10 +330,20 @@ C10_HOST_DEVICE inline void load_weights(
   for (int64_t index = thread; index < total; index += threads) {
     const int64_t row = index / H, k = index % H;
     const int64_t gate = row / U, u = row % U;
-    sh.w[row * p.geo.w_stride + k] = u < s.units
-        ? p.w_hh[(s.d * p.G * H + gate * H + s.j0 + u) * H + k]
-        : scalar_t(0);
+    shared_w[row * p.geo.w_stride + k] =
+        u < s.units ? w[(gate * H + s.j0 + u) * H + k] : scalar_t(0);
   }
+}
+
+// Phase 0 (once): the block's W_hh rows into shared memory.
+template <typename scalar_t>
+C10_HOST_DEVICE inline void load_weights(
+    const ForwardParams<scalar_t>& p,
+    const Slice& s,
+    const Shared<scalar_t>& sh,
+    int64_t thread,
+    int64_t threads) {
+  load_weight_rows(p, p.w_hh + s.d * p.G * p.H * p.H, s, sh.w, thread, threads);
 }
 
 // Where step `step` of a block reads and writes.
@@ -511,6 +554,119 @@ C10_HOST_DEVICE inline void forward_step(
     // The next tile overwrites the shared h and pre-activations.
     exec.sync();
   }
+}
+
+// ---------------------------------------------------------------------------
+// Wavefront: the forward of a unidirectional stack of L layers in ONE
+// cooperative launch (the stack kernel). The grid holds the blocks of every
+// layer at once (layer l: blocks [l*n, (l+1)*n), each the Slice of a
+// one-direction layer) and runs L + T - 1 wavefront steps with one grid
+// barrier each, instead of L launches of T steps: at wavefront step w the
+// blocks of layer l run its time step t = w - l. Layer l's input at t is
+// layer l-1's h_t, written one wavefront step earlier, so from the second
+// layer on the input projection moves into the kernel too: each block keeps
+// its rows of W_ih beside those of W_hh (Geometry::x_offset) and, before the
+// step's recurrent product, writes x_t W_ih^T of its units into the layer's
+// gates for every batch row, exactly where the general path's whole-sequence
+// GEMM puts it (rounded to scalar_t as that GEMM's output is). Everything
+// else is forward_step on the layer's own ForwardParams: the reserve is the
+// general path's, and the general backward runs on it. Layer 0's input
+// projection stays one GEMM before the launch.
+//
+// Fits (stack_applies, then choose_geometry with L groups and two weight
+// slices): one direction, no projection, no dropout between layers (the
+// driver draws the masks between layer launches), 2 <= L <= kMaxStackLayers,
+// and all L layers' W_hh and W_ih slices co-resident.
+
+constexpr int64_t kMaxStackLayers = 8;
+
+template <typename scalar_t>
+struct StackParams {
+  int64_t L = 0;
+  int64_t blocks_per_layer = 0;
+  ForwardParams<scalar_t> layers[kMaxStackLayers]; // D = 1, the same geo
+  const scalar_t* w_ih[kMaxStackLayers] = {}; // [G*H, H], layers >= 1
+};
+
+// Phase 0 of the stack kernel for block `block`: its layer's W_hh rows and,
+// above the first layer, its W_ih rows.
+template <typename scalar_t>
+C10_HOST_DEVICE inline void load_stack_weights(
+    const StackParams<scalar_t>& p,
+    int64_t block,
+    const Shared<scalar_t>& sh,
+    int64_t thread,
+    int64_t threads) {
+  const int64_t l = block / p.blocks_per_layer;
+  const ForwardParams<scalar_t>& layer = p.layers[l];
+  const Slice s = slice_of(layer, block % p.blocks_per_layer);
+  load_weights(layer, s, sh, thread, threads);
+  if (l > 0) {
+    load_weight_rows(layer, p.w_ih[l], s, sh.w_x, thread, threads);
+  }
+}
+
+// x_t W_ih^T of the block's units for every batch row, x_t = h_t of the
+// layer below (`x` [T, B, H], that layer's output), into the layer's gates.
+template <typename scalar_t, typename Exec>
+C10_HOST_DEVICE inline void input_projection_step(
+    const ForwardParams<scalar_t>& p,
+    const scalar_t* x,
+    const Slice& s,
+    const Shared<scalar_t>& sh,
+    int64_t t,
+    Exec& exec) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t tile = p.geo.tile_rows, H = p.H, U = p.geo.units;
+  const Shared<scalar_t> sh_x = sh.input_side();
+  for (int64_t b0 = 0; b0 < p.B; b0 += tile) {
+    const int64_t rows = p.B - b0 < tile ? p.B - b0 : tile;
+    exec.for_threads([&](int64_t thread, int64_t threads) {
+      const scalar_t* x_rows = x + (t * p.B + b0) * H;
+      for (int64_t index = thread; index < rows * H; index += threads) {
+        const int64_t b = index / H, k = index % H;
+        sh_x.h[b * p.geo.h_stride + k] = acc_t(load_coherent(x_rows + index));
+      }
+    });
+    exec.sync();
+    exec.dot(p.geo, sh_x, rows);
+    exec.sync();
+    exec.for_threads([&](int64_t thread, int64_t threads) {
+      for (int64_t index = thread; index < rows * p.G * s.units;
+           index += threads) {
+        const int64_t bl = index / (p.G * s.units);
+        const int64_t rest = index % (p.G * s.units);
+        const int64_t k = rest / s.units, u = rest % s.units;
+        p.gates[(t * p.B + b0 + bl) * p.G * H + k * H + s.j0 + u] =
+            scalar_t(sh_x.pre[bl * p.geo.rows + k * U + u]);
+      }
+    });
+    // The next tile (or forward_step) overwrites the shared tiles; the
+    // gates just written are read by this block's threads only.
+    exec.sync();
+  }
+}
+
+// Wavefront step `wave` of block `block`: its layer's time step wave - l,
+// if that is one.
+template <typename scalar_t, typename Exec>
+C10_HOST_DEVICE inline void stack_step(
+    const StackParams<scalar_t>& p,
+    int64_t block,
+    const Shared<scalar_t>& sh,
+    int64_t wave,
+    Exec& exec) {
+  const int64_t l = block / p.blocks_per_layer;
+  const ForwardParams<scalar_t>& layer = p.layers[l];
+  const int64_t t = wave - l;
+  if (t < 0 || t >= layer.T) {
+    return;
+  }
+  const Slice s = slice_of(layer, block % p.blocks_per_layer);
+  if (l > 0) {
+    input_projection_step(layer, p.layers[l - 1].y, s, sh, t, exec);
+  }
+  forward_step(layer, s, sh, t, exec);
 }
 
 // ---------------------------------------------------------------------------
@@ -916,6 +1072,102 @@ bool backward_loop(
   return launch(p);
 }
 
+// Whether a stack may take the stack kernel, before its geometry is asked
+// (see the Wavefront notes above).
+inline bool stack_applies(const RNNConfig& cfg) {
+  return cfg.num_directions == 1 && !cfg.has_proj && !cfg.uses_dropout() &&
+      cfg.num_layers >= 2 && cfg.num_layers <= kMaxStackLayers &&
+      cfg.batch > 0 && cfg.seq_len > 0;
+}
+
+// Every layer's forward in one `launch(params)` of the stack kernel, with
+// the same results and the same reserve as forward_layer layer by layer.
+template <typename scalar_t, typename Launch>
+bool forward_stack(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    const at::Tensor& input, // [T, B, I] the first layer's input
+    const at::Tensor& h0, // [L, B, H]
+    const at::Tensor& c0, // [L, B, H] (LSTM)
+    const std::vector<LayerReserve>& saved, // per layer, pieces or undefined
+    const at::Tensor& output, // [T, B, H] out: the last layer's output
+    const at::Tensor& hy, // [L, B, H] out
+    const at::Tensor& cy, // [L, B, H] out (LSTM)
+    const LengthsPlan* plan, // null without lengths
+    const Geometry& geo,
+    const Launch& launch) {
+  const int64_t T = cfg.seq_len, B = cfg.batch, L = cfg.num_layers;
+  const int64_t H = cfg.hidden_size, G = cfg.gates;
+  const auto opts = input.options();
+  const bool lstm = cfg.mode == Mode::LSTM;
+  TORCH_INTERNAL_ASSERT(stack_applies(cfg) && geo.x_offset != 0);
+  TORCH_INTERNAL_ASSERT(output.is_contiguous());
+
+  StackParams<scalar_t> p;
+  p.L = L;
+  p.blocks_per_layer = geo.blocks_per_direction;
+  // Held until the launch is queued (the caching allocator orders their
+  // reuse after it on the stream).
+  std::vector<at::Tensor> keep;
+  at::Tensor h_buffers = at::empty({L, 2, B, H}, opts);
+  h_buffers.select(1, 0).copy_(h0);
+  at::Tensor c_state =
+      lstm ? c0.clone(at::MemoryFormat::Contiguous) : at::Tensor();
+  const at::Tensor active = active_rows(plan, opts);
+  for (const auto l : c10::irange(L)) {
+    const LayerReserve& r = saved[l];
+    at::Tensor y = l == L - 1 ? output
+        : r.output.defined()  ? r.output
+                              : at::empty({T, B, H}, opts);
+    at::Tensor gates =
+        r.gates.defined() ? r.gates : at::empty({T, B, G * H}, opts);
+    TORCH_INTERNAL_ASSERT(y.is_contiguous() && gates.is_contiguous());
+    TORCH_INTERNAL_ASSERT(!r.cells.defined() || r.cells.is_contiguous());
+    if (l == 0) {
+      at::Tensor gates_2d = gates.view({T * B, G * H});
+      at::mm_out(
+          gates_2d,
+          input.reshape({T * B, input.size(2)}),
+          stacked_input_weights(cfg, cells, 0).t());
+    } else {
+      const at::Tensor w_ih = cells[l].w_ih.contiguous();
+      p.w_ih[l] = w_ih.data_ptr<scalar_t>();
+      keep.push_back(w_ih);
+    }
+    const at::Tensor bias_x = input_bias(cfg, cells, l, opts).contiguous();
+    const at::Tensor bias_hn = cfg.mode == Mode::GRU
+        ? recurrent_bias(cfg, cells, l, opts).contiguous()
+        : at::Tensor();
+    const at::Tensor w_hh = stacked_w_hh(cfg, cells, l);
+    ForwardParams<scalar_t>& layer = p.layers[l];
+    layer.cell = cell_of(cfg.mode);
+    layer.T = T;
+    layer.B = B;
+    layer.H = H;
+    layer.D = 1;
+    layer.G = G;
+    layer.geo = geo;
+    layer.w_hh = w_hh.data_ptr<scalar_t>();
+    layer.gates = gates.data_ptr<scalar_t>();
+    layer.bias = bias_x.data_ptr<scalar_t>();
+    layer.bias_hn = bias_hn.defined() ? bias_hn.data_ptr<scalar_t>() : nullptr;
+    layer.h_buffers = h_buffers[l].data_ptr<scalar_t>();
+    layer.c_state = lstm ? c_state[l].data_ptr<scalar_t>() : nullptr;
+    layer.c_saved = r.cells.defined() ? r.cells.data_ptr<scalar_t>() : nullptr;
+    layer.y = y.data_ptr<scalar_t>();
+    layer.active = active.defined() ? active.data_ptr<int64_t>() : nullptr;
+    keep.insert(keep.end(), {y, gates, bias_x, bias_hn, w_hh});
+  }
+  if (!launch(p)) {
+    return false;
+  }
+  hy.copy_(h_buffers.select(1, T & 1));
+  if (lstm) {
+    cy.copy_(c_state);
+  }
+  return true;
+}
+
 } // namespace persistent
 
 // ---------------------------------------------------------------------------
@@ -940,6 +1192,24 @@ bool try_persistent_forward_layer(
     const at::Tensor& c0,
     const LayerReserve& saved,
     const at::Tensor& y,
+    const at::Tensor& hy,
+    const at::Tensor& cy,
+    const LengthsPlan* plan);
+
+// Every layer's forward with the stack kernel (the wavefront, see
+// persistent::forward_stack) and returns true when the switch is on, the
+// stack applies and fits; returns false, having done nothing, otherwise (the
+// caller then runs the layers one by one). All tensors as in
+// persistent::forward_stack.
+template <typename scalar_t>
+bool try_persistent_forward_stack(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    const at::Tensor& input,
+    const at::Tensor& h0,
+    const at::Tensor& c0,
+    const std::vector<LayerReserve>& saved,
+    const at::Tensor& output,
     const at::Tensor& hy,
     const at::Tensor& cy,
     const LengthsPlan* plan);

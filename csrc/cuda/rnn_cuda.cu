@@ -507,7 +507,27 @@ struct CudaBackend {
   static void backward_layer(Args&&... args) {
     deeprnn::backward_layer<scalar_t>(std::forward<Args>(args)...);
   }
+  // The wavefront across the layers (the stack kernel) where it applies and
+  // fits; false otherwise, and the layers run one by one.
+  template <typename scalar_t>
+  static bool forward_stack(
+      const RNNConfig& cfg,
+      const std::vector<CellParams>& cells,
+      const Tensor& input,
+      const Tensor& h0,
+      const Tensor& c0,
+      const std::vector<LayerReserve>& saved,
+      const Tensor& output,
+      const Tensor& hy,
+      const Tensor& cy,
+      const LengthsPlan* plan) {
+    return cuda::try_persistent_forward_stack<scalar_t>(
+        cfg, cells, input, h0, c0, saved, output, hy, cy, plan);
+  }
 };
+static_assert(
+    HasForwardStack<CudaBackend>::value,
+    "the driver must find CudaBackend::forward_stack");
 
 } // namespace
 

@@ -27,7 +27,9 @@ namespace deeprnn {
 namespace {
 
 // A process-wide switch of an optional kernel path and the number of layers
-// the path has run, [forward, backward]: behind the private operators
+// the path has run, [forward, backward, stacked] (stacked: of the forward
+// layers, those that ran in one launch with the rest of their stack): behind
+// the private operators
 // _cuda_fast_path(_layers) and _cpu_fused_step(_layers). Its first value
 // comes from an environment variable: unset or empty gives `fallback`, "0"
 // off, "1" on, anything else `fallback` with a warning.
@@ -53,18 +55,24 @@ class PathSwitch {
   }
 
   // Adds to the layer counts and returns them.
-  std::vector<int64_t> add_layers(int64_t add_forward, int64_t add_backward) {
+  std::vector<int64_t> add_layers(
+      int64_t add_forward,
+      int64_t add_backward,
+      int64_t add_stacked = 0) {
     TORCH_CHECK(
-        add_forward >= 0 && add_backward >= 0,
+        add_forward >= 0 && add_backward >= 0 && add_stacked >= 0,
         "deeprnn.",
         op_,
         "_layers: the counts only grow, got add_forward = ",
         add_forward,
-        " and add_backward = ",
-        add_backward);
+        ", add_backward = ",
+        add_backward,
+        " and add_stacked = ",
+        add_stacked);
     return {
         counts_[0].fetch_add(add_forward) + add_forward,
-        counts_[1].fetch_add(add_backward) + add_backward};
+        counts_[1].fetch_add(add_backward) + add_backward,
+        counts_[2].fetch_add(add_stacked) + add_stacked};
   }
 
  private:
@@ -88,7 +96,7 @@ class PathSwitch {
 
   const char* op_;
   std::atomic<int64_t> value_;
-  std::array<std::atomic<int64_t>, 2> counts_{};
+  std::array<std::atomic<int64_t>, 3> counts_{};
 };
 
 // The CUDA fast paths (cuda/persistent.cuh), which read it through the
@@ -113,8 +121,10 @@ int64_t cuda_fast_path(int64_t enable) {
 
 std::vector<int64_t> cuda_fast_path_layers(
     int64_t add_forward,
-    int64_t add_backward) {
-  return cuda_fast_path_switch().add_layers(add_forward, add_backward);
+    int64_t add_backward,
+    int64_t add_stacked) {
+  return cuda_fast_path_switch().add_layers(
+      add_forward, add_backward, add_stacked);
 }
 
 int64_t cpu_fused_step(int64_t enable) {
@@ -124,7 +134,10 @@ int64_t cpu_fused_step(int64_t enable) {
 std::vector<int64_t> cpu_fused_step_layers(
     int64_t add_forward,
     int64_t add_backward) {
-  return cpu_fused_step_switch().add_layers(add_forward, add_backward);
+  std::vector<int64_t> counts =
+      cpu_fused_step_switch().add_layers(add_forward, add_backward);
+  counts.resize(2); // [forward, backward]: nothing stacks on the CPU
+  return counts;
 }
 
 // The chunk budget of the CPU backward loop (0: its default), set by
@@ -241,10 +254,13 @@ TORCH_LIBRARY(deeprnn, m) {
   // tests and benchmarks; a build without CUDA kernels has it too.
   m.def("_cuda_fast_path(int enable=-1) -> int");
   // How many layers the CUDA fast paths have run in this process, forward
-  // and backward, after adding the two arguments (the CUDA kernels add 1 per
-  // layer; tests read them with the defaults): [forward, backward].
+  // and backward, and of the forward ones those the stack kernel ran (the
+  // wavefront across a stack's layers), after adding the arguments (the
+  // CUDA kernels add 1 per layer; tests read them with the defaults):
+  // [forward, backward, stacked].
   m.def(
-      "_cuda_fast_path_layers(int add_forward=0, int add_backward=0) -> int[]");
+      "_cuda_fast_path_layers(int add_forward=0, int add_backward=0, "
+      "int add_stacked=0) -> int[]");
   // Elements of the reserve a training forward keeps (see common/config.h).
   m.def(
       "reserve_size(str mode, int seq_len, int batch, int input_size, "

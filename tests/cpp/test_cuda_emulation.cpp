@@ -80,8 +80,9 @@ struct EmulatedDevice {
   int64_t units = 1; // hidden units per block
   int64_t tile_rows = persistent::kRowGroup;
   int64_t threads = persistent::kThreads;
+  bool stack = false; // whether stacks that fit take the stack kernel
   std::mt19937_64 rng{0};
-  int64_t forward_launches = 0, backward_launches = 0;
+  int64_t forward_launches = 0, backward_launches = 0, stack_launches = 0;
 };
 
 EmulatedDevice& device() {
@@ -202,8 +203,35 @@ bool emulate_backward(const persistent::BackwardParams<scalar_t>& p) {
   return true;
 }
 
+// The stack kernel: wavefront steps one after another, the blocks of every
+// layer in a shuffled order within each.
 template <typename scalar_t>
-Geometry emulated_geometry(persistent::Pass pass, const RNNConfig& cfg) {
+bool emulate_stack(const persistent::StackParams<scalar_t>& p) {
+  const Geometry& geo = p.layers[0].geo;
+  const int64_t blocks = p.L * p.blocks_per_layer;
+  SharedMemory shared(geo, blocks);
+  HostBlock block{geo.threads};
+  for (const int64_t b : shuffled(blocks)) {
+    const persistent::Shared<scalar_t> sh(geo, shared.base(b));
+    block.for_threads([&](int64_t thread, int64_t threads) {
+      persistent::load_stack_weights(p, b, sh, thread, threads);
+    });
+  }
+  for (int64_t wave = 0; wave < p.layers[0].T + p.L - 1; ++wave) {
+    for (const int64_t b : shuffled(blocks)) {
+      const persistent::Shared<scalar_t> sh(geo, shared.base(b));
+      persistent::stack_step(p, b, sh, wave, block);
+    }
+  }
+  ++device().stack_launches;
+  return true;
+}
+
+template <typename scalar_t>
+Geometry emulated_geometry(
+    persistent::Pass pass,
+    const RNNConfig& cfg,
+    int64_t weight_slices = 1) {
   const EmulatedDevice& dev = device();
   return persistent::make_geometry(
       pass,
@@ -214,7 +242,8 @@ Geometry emulated_geometry(persistent::Pass pass, const RNNConfig& cfg) {
       dev.tile_rows,
       sizeof(scalar_t),
       sizeof(at::opmath_type<scalar_t>),
-      dev.threads);
+      dev.threads,
+      weight_slices);
 }
 
 // The CUDA backend of common/driver.h with the persistent kernels emulated
@@ -259,6 +288,36 @@ struct EmulatedBackend {
         emulated_geometry<scalar_t>(persistent::Pass::Forward, cfg),
         emulate_forward<scalar_t>);
     TORCH_CHECK(ran, "the emulated forward launch declined");
+  }
+
+  template <typename scalar_t>
+  static bool forward_stack(
+      const RNNConfig& cfg,
+      const std::vector<CellParams>& cells,
+      const Tensor& input,
+      const Tensor& h0,
+      const Tensor& c0,
+      const std::vector<LayerReserve>& saved,
+      const Tensor& output,
+      const Tensor& hy,
+      const Tensor& cy,
+      const LengthsPlan* plan) {
+    if (!device().stack || !persistent::stack_applies(cfg)) {
+      return false;
+    }
+    return persistent::forward_stack<scalar_t>(
+        cfg,
+        cells,
+        input,
+        h0,
+        c0,
+        saved,
+        output,
+        hy,
+        cy,
+        plan,
+        emulated_geometry<scalar_t>(persistent::Pass::Forward, cfg, 2),
+        emulate_stack<scalar_t>);
   }
 
   // cuda/rnn_cuda.cu's backward_layer around the persistent time loop.
@@ -360,7 +419,7 @@ const c10::TypedOperatorHandle<BackwardFn>& cpu_backward() {
 struct Case {
   std::string mode;
   int64_t T, B, I, H, L;
-  bool bidirectional, batch_first, has_biases, with_hx, with_lengths;
+  bool bidirectional, batch_first, has_biases, with_hx, with_lengths, stack;
   double dropout;
   at::ScalarType dtype;
   int64_t units, tile_rows, threads;
@@ -371,8 +430,9 @@ struct Case {
       << " L=" << L << " D=" << (bidirectional ? 2 : 1)
       << " batch_first=" << batch_first << " biases=" << has_biases
       << " hx=" << with_hx << " lengths=" << with_lengths
-      << " dropout=" << dropout << " " << dtype << " | units=" << units
-      << " tile_rows=" << tile_rows << " threads=" << threads;
+      << " dropout=" << dropout << " " << dtype << " | stack=" << stack
+      << " units=" << units << " tile_rows=" << tile_rows
+      << " threads=" << threads;
     return s.str();
   }
 };
@@ -395,6 +455,7 @@ Case random_case(std::mt19937_64& rng, at::ScalarType dtype) {
   c.with_hx = pick(0, 1) == 1;
   c.with_lengths = pick(0, 1) == 1;
   c.dropout = pick(0, 3) == 0 ? 0.4 : 0.0;
+  c.stack = pick(0, 1) == 1;
   c.dtype = dtype;
   c.units = pick(1, c.H);
   c.tile_rows = persistent::kRowGroup * pick(1, 3);
@@ -415,6 +476,7 @@ void check_case(const Case& c, double tol) {
   dev.units = c.units;
   dev.tile_rows = c.tile_rows;
   dev.threads = c.threads;
+  dev.stack = c.stack;
   const auto opts = at::TensorOptions().dtype(c.dtype);
   const int64_t D = c.bidirectional ? 2 : 1, G = gates_of(c.mode);
   const bool lstm = c.mode == "lstm";
@@ -465,10 +527,16 @@ void check_case(const Case& c, double tol) {
         lengths);
   };
   const int64_t launches_before = dev.forward_launches;
+  const int64_t stacks_before = dev.stack_launches;
   const auto got = forward(deeprnn::rnn_forward<EmulatedBackend>);
   const auto want =
       forward([](const auto&... args) { return cpu_forward().call(args...); });
-  ASSERT_EQ(dev.forward_launches - launches_before, c.L * (c.T > 0 ? 1 : 0));
+  // Unidirectional stacks without dropout take the stack kernel when it is
+  // on; everything else runs layer by layer.
+  const bool stacked = c.stack && !c.bidirectional && c.L >= 2 &&
+      c.dropout == 0.0 && c.L <= persistent::kMaxStackLayers;
+  ASSERT_EQ(dev.stack_launches - stacks_before, stacked ? 1 : 0);
+  ASSERT_EQ(dev.forward_launches - launches_before, stacked ? 0 : c.L);
   EXPECT_TRUE(
       deeprnn_test::tensors_close(std::get<0>(got), std::get<0>(want), tol))
       << "output";
@@ -555,6 +623,31 @@ TEST(CudaEmulation, PersistentKernelsMatchTheCpuKernelsInFloat32) {
     Case c = random_case(rng, at::kFloat);
     c.B = 9 + i % 30;
     check_case(c, 2e-4);
+    if (::testing::Test::HasFailure()) {
+      return;
+    }
+  }
+}
+
+// The stack kernel (the wavefront across the layers) on every stack it
+// takes: one direction, no dropout, 2 to kMaxStackLayers layers; and a stack
+// one layer deeper, which it leaves to the layer-by-layer kernels.
+TEST(CudaEmulation, StackKernelMatchesTheCpuKernels) {
+  std::mt19937_64 rng(31);
+  device().rng.seed(3);
+  for (int i = 0; i < 160; ++i) {
+    // float32 on a quarter of the shallow stacks (through 8 or 9 layers its
+    // rounding grows past a fixed tolerance).
+    const bool float64 = i % 4 != 3 || i >= 150;
+    Case c = random_case(rng, float64 ? at::kDouble : at::kFloat);
+    c.bidirectional = false;
+    c.dropout = 0.0;
+    c.stack = true;
+    c.L = i < 150 ? 2 + i % 3 : persistent::kMaxStackLayers + i % 2;
+    if (!float64) {
+      c.B = 9 + i % 30; // several batch tiles
+    }
+    check_case(c, float64 ? 1e-10 : 2e-4);
     if (::testing::Test::HasFailure()) {
       return;
     }

@@ -128,8 +128,14 @@ def _fast_path(enable=-1):
 def _fast_layers():
     """Layers the persistent kernels have run in this process: (forward,
     backward)."""
-    forward, backward = torch.ops.deeprnn._cuda_fast_path_layers()
+    forward, backward, _ = torch.ops.deeprnn._cuda_fast_path_layers()
     return forward, backward
+
+
+def _stacked_layers():
+    """Of the forward layers, those the stack kernel (the wavefront across a
+    stack's layers) has run in this process."""
+    return torch.ops.deeprnn._cuda_fast_path_layers()[2]
 
 
 def _layers_since(before):
@@ -1132,10 +1138,14 @@ def test_fast_path_runs_where_it_fits(cuda_path, mode, bidirectional, dtype, wit
     x = _input(module)
     h0, c0 = _states(module)
     lengths = _lengths(SEQ_LEN, BATCH) if with_lengths else None
+    stacked = _stacked_layers()
     general, fast, layers = _both_paths(module, x, h0, c0, lengths)
+    stacked = _stacked_layers() - stacked
     case = f"{mode}-{'bi' if bidirectional else 'uni'}-{DTYPE_IDS[dtype]}-" \
            f"{'lengths' if with_lengths else 'full'}"
     assert layers == (2, 2), f"{case}: the fast path ran {layers} of 2 layers (fwd, bwd)"
+    # One direction: both layers in one launch of the stack kernel.
+    assert stacked == (0 if bidirectional else 2), f"{case}: {stacked} layers stacked"
     bounds = None
     if dtype in (torch.float16, torch.bfloat16):
         # Both paths round alike, but sum the recurrent products in another
@@ -1173,6 +1183,40 @@ def test_fast_path_matches_cudnn_with_dropout_and_batch_first(cuda_path, mode):
                             dropout=0.5))
     _compare_runs("fast vs general path, dropout, f64", mode, results[1], results[0],
                   *TOLERANCES[torch.float64])
+
+
+@pytest.mark.parametrize("num_layers", [3, 8, 9])
+@pytest.mark.parametrize("mode", MODES)
+def test_fast_path_wavefront_takes_unidirectional_stacks(cuda_path, mode, num_layers):
+    """The stack kernel (the wavefront across the layers, csrc/cuda/
+    persistent.cuh) runs a unidirectional stack of up to 8 layers in one
+    launch, inference and training, with lengths, against the general path
+    and cuDNN in float64; 9 layers, or dropout in training, run layer by
+    layer on the per-layer kernels."""
+    torch.manual_seed(1104)
+    module = _module(mode, torch.float64, num_layers, False, False, True, 0)
+    x = _input(module)
+    h0, c0 = _states(module)
+    lengths = _lengths(SEQ_LEN, BATCH)
+    expected_stacked = num_layers if num_layers <= 8 else 0
+    case = f"{mode}-L{num_layers}"
+    for train in (False, True):
+        stacked = _stacked_layers()
+        general, fast, layers = _both_paths(module, x, h0, c0, lengths, train=train)
+        assert layers[0] == num_layers, f"{case}: {layers[0]} forward layers on the fast path"
+        assert _stacked_layers() - stacked == expected_stacked, f"{case}: stacked"
+        _compare_paths(f"{case}-{'train' if train else 'infer'}", general, fast, torch.float64)
+    expected = _run(_reference, module, x, h0, c0, None)
+    _fast_path(1)
+    got = _run(_ours, module, x, h0, c0, None, upstream=expected[2])
+    _compare_runs("stack kernel vs cuDNN f64", case, got, expected, *TOLERANCES[torch.float64])
+    # Dropout between layers in training: the masks come between layer
+    # launches, so the layers run one by one.
+    stacked = _stacked_layers()
+    before = _fast_layers()
+    _run(_ours, module, x, h0, c0, None, dropout=0.3)
+    assert _layers_since(before)[0] == num_layers
+    assert _stacked_layers() == stacked, f"{case}: dropout took the stack kernel"
 
 
 def test_fast_path_falls_back_for_projection(cuda_path):
