@@ -5,13 +5,18 @@
 # Python tests, a short benchmark against torch.nn (cuDNN), and prints a
 # summary table last. Needs nothing from the network.
 #
-# CUDA fast paths (the persistent kernels, csrc/cuda/persistent.cuh;
-# off by default, switch DEEPRNN_CUDA_FAST_PATH=1): test_cuda.py runs every
-# test on both paths, the general one (switch off) and with the switch on
-# (test ids [general-...] / [fast-...]), plus the test_fast_path_* tests of
-# the fit and the fallback; the summary gives a row per path and how many
-# layers the fast path ran. The benchmark runs the fast path's rows once
-# more with the switch on. Everything else runs with the switch off.
+# CUDA fast paths (off by default, switch DEEPRNN_CUDA_FAST_PATH=1: the
+# persistent kernels and the wavefront across a stack's layers,
+# csrc/cuda/persistent.cuh, and CUDA graphs of the general path's time
+# loops, csrc/cuda/loop_graphs.h): test_cuda.py runs every test on both
+# paths, the general one (switch off) and with the switch on (test ids
+# [general-...] / [fast-...]), plus the test_fast_path_* tests of the fit,
+# the fallback, the wavefront and the graphs; the summary gives a row per
+# path and how many layers (stacked layers, graphs) the fast paths ran. The
+# benchmark runs the fast path's rows once more with the switch on, and its
+# stacks once more with the wavefront off (DEEPRNN_CUDA_FAST_PATH_WAVEFRONT=0:
+# layer by layer on the persistent kernels). Everything else runs with the
+# switch off.
 #
 # Expects on the machine: a CUDA build of torch in $PYTHON (default python3),
 # nvcc, cmake, ninja, pytest. GoogleTest is optional: if CMake cannot find it,
@@ -374,20 +379,26 @@ if [[ -z "${BUILD_FAILED:-}" && $BUILD_ONLY == 0 ]]; then
         --lengths spread --png "" --json "$TMP/bench_lengths.json" &&
       DEEPRNN_CUDA_FAST_PATH=1 bench --device cuda --quick \
         --rows small-batch,stacked-bi,deep,fastrnns --modes lstm,gru,rnn_tanh --png "" \
-        --json "$TMP/bench_fast.json"
+        --json "$TMP/bench_fast.json" &&
+      DEEPRNN_CUDA_FAST_PATH=1 DEEPRNN_CUDA_FAST_PATH_WAVEFRONT=0 bench --device cuda \
+        --quick --rows small-batch,deep --modes lstm,gru --png "" \
+        --json "$TMP/bench_nowave.json"
     } >"$LOGS/bench.log" 2>&1
     BENCH_RC=$?
     BENCH_S=$((SECONDS - START))
     "$PY" - "$TMP/bench_full.json" "$TMP/bench_lengths.json" "$TMP/bench_fast.json" \
-      "$LOGS/bench.json" <<'PYEOF'
+      "$TMP/bench_nowave.json" "$LOGS/bench.json" <<'PYEOF'
 import json, os, sys
 runs = []
-for path, fast in zip(sys.argv[1:4], (False, False, True)):
-    if os.path.isfile(path):
-        run = json.load(open(path))
-        run["fast_path"] = fast  # DEEPRNN_CUDA_FAST_PATH of that run
+# the paths of the runs: DEEPRNN_CUDA_FAST_PATH off, off, on, on without
+# the wavefront
+for file, path in zip(sys.argv[1:5], ("general", "general", "fast", "fast-layer")):
+    if os.path.isfile(file):
+        run = json.load(open(file))
+        run["fast_path"] = path != "general"
+        run["path"] = path
         runs.append(run)
-json.dump({"runs": runs}, open(sys.argv[4], "w"), indent=1)
+json.dump({"runs": runs}, open(sys.argv[5], "w"), indent=1)
 PYEOF
   fi
 fi
@@ -513,11 +524,16 @@ if os.path.isfile(report):
     report_data = json.load(open(report))
     errors = report_data["errors"]
     forward, backward = (report_data.get("fast_path_layers") or [0, 0])[:2]
+    stacked = report_data.get("stacked_layers", 0)
+    captures, replays = report_data.get("loop_graphs") or [0, 0]
     print()
     print(f"paths run by test_cuda.py: {', '.join(report_data.get('paths', ['general']))}; "
           f"the fast path (persistent kernels) ran {forward} forward and {backward} backward "
           "layer(s)" + ("" if forward and backward else
                         " -- a pass that never ran was not verified by the fast-path rows"))
+    print(f"  of the forward layers, {stacked} in the stack kernel (wavefront); CUDA graphs "
+          f"of the general loop: {captures} captured, {replays} replayed"
+          + ("" if stacked and replays else " -- what never ran was not verified"))
     print()
     print("largest errors (test_cuda.py):")
     print(f"{'comparison':46} {'checks':>6} {'max abs':>10} {'max |d|/|ref|':>13}  worst case")
@@ -533,14 +549,14 @@ if os.path.isfile(bench):
         print()
         print("bench (TF32 off on both sides; ratio = torch.nn / deeprnn, "
               ">1: deeprnn faster):")
-        print(f"{'row':22} {'dtype':9} {'mode':9} {'pass':10} {'path':8} "
+        print(f"{'row':22} {'dtype':9} {'mode':9} {'pass':10} {'path':10} "
               f"{'torch ms':>9} {'deeprnn ms':>10} {'ratio':>6}")
         for run in runs:
-            path = "fast" if run.get("fast_path") else "general"
+            path = run.get("path") or ("fast" if run.get("fast_path") else "general")
             for r in run["results"]:
                 ms = r["median_ms"]
                 print(f"{r['row']:22} {r.get('dtype', 'float32'):9} {r['mode']:9} "
-                      f"{r['pass']:10} {path:8} {ms['torch.nn']:>9.2f} "
+                      f"{r['pass']:10} {path:10} {ms['torch.nn']:>9.2f} "
                       f"{ms['deeprnn']:>10.2f} {r['ratio']:>6.2f}")
 if "$BENCH_RC" not in ("", "0"):
     failed_any = True

@@ -49,10 +49,14 @@
 #include "common/driver.h"
 #include "common/layers.h"
 #include "cuda/cell_kernels.cuh"
+#include "cuda/loop_graphs.h"
 #include "cuda/persistent.cuh"
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -60,7 +64,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <memory>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -135,6 +142,127 @@ void launch_step(void (*kernel)(Args), const Args& args) {
 }
 
 // ---------------------------------------------------------------------------
+// CUDA graphs of the time loops (cuda/loop_graphs.h)
+
+// Whether the general path's time loops go through CUDA graphs: with the
+// fast-path switch (they too wait for a GPU run to be verified), unless
+// DEEPRNN_CUDA_FAST_PATH_GRAPHS=0.
+bool loop_graphs_enabled() {
+  static const bool allowed = [] {
+    const char* value = std::getenv("DEEPRNN_CUDA_FAST_PATH_GRAPHS");
+    return value == nullptr || std::string(value) != "0";
+  }();
+  return allowed && cuda::fast_path_enabled();
+}
+
+cuda::LoopGraphCache<at::cuda::CUDAGraph>& loop_graphs() {
+  // Enough for the layers and passes of a few models of fixed shapes, each
+  // with its buffers alternating between two blocks of the allocator.
+  static cuda::LoopGraphCache<at::cuda::CUDAGraph> cache(256);
+  return cache;
+}
+
+// The private operator deeprnn::_cuda_loop_graphs (ops/schemas.cpp) counts
+// the captures and replays, so that tests can tell what ran.
+void count_graph(bool captured) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("deeprnn::_cuda_loop_graphs", "")
+          .typed<std::vector<int64_t>(int64_t, int64_t)>();
+  op.call(captured ? 1 : 0, captured ? 0 : 1);
+}
+
+// The start of a time loop's key: what a loop's launches depend on besides
+// its buffers (which the caller adds).
+cuda::LoopKey loop_key(
+    int64_t pass,
+    const RNNConfig& cfg,
+    const LengthsPlan* plan,
+    const Tensor& like) {
+  auto& context = at::globalContext();
+  cuda::LoopKey key;
+  key.add(pass)
+      .add(like.get_device())
+      .add(static_cast<int64_t>(like.scalar_type()))
+      .add(static_cast<int64_t>(cfg.mode))
+      .add(
+          {cfg.seq_len,
+           cfg.batch,
+           cfg.hidden_size,
+           cfg.proj_size,
+           cfg.num_directions,
+           cfg.gates,
+           cfg.has_proj ? 1 : 0})
+      // cuBLAS's kernels follow these settings at capture
+      .add(context.allowTF32CuBLAS() ? 1 : 0)
+      .add(static_cast<int64_t>(context.allowFP16ReductionCuBLAS()))
+      .add(static_cast<int64_t>(context.allowBF16ReductionCuBLAS()))
+      .add(context.allowFP16AccumulationCuBLAS() ? 1 : 0);
+  if (plan != nullptr) {
+    key.add(plan->active);
+  } else {
+    key.add(-1);
+  }
+  return key;
+}
+
+// Runs `loop` (a time loop whose launches depend on nothing but `key`) on
+// the current stream: eagerly, or captured into a CUDA graph and replayed
+// (cuda/loop_graphs.h for the policy). A stream that is itself being
+// captured (the caller's own CUDA graph) runs it eagerly into that capture.
+template <typename Loop>
+void run_time_loop(const cuda::LoopKey& key, const Loop& loop) {
+  const c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream();
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(current.stream(), &status));
+  if (status != cudaStreamCaptureStatusNone || !loop_graphs_enabled()) {
+    loop();
+    return;
+  }
+  using Action = cuda::LoopGraphCache<at::cuda::CUDAGraph>::Action;
+  auto [action, graph] = loop_graphs().lookup(key);
+  if (action == Action::kReplay) {
+    graph->replay();
+    count_graph(false);
+    return;
+  }
+  if (action == Action::kEager) {
+    loop();
+    return;
+  }
+  // Captured on a side stream (torch captures on no default stream), with
+  // this thread's calls alone held to the capture rules; nothing runs
+  // during a capture, so the replay on the current stream then runs the
+  // loop after the work queued before it.
+  auto captured = std::make_shared<at::cuda::CUDAGraph>();
+  try {
+    const c10::cuda::CUDAStream side =
+        c10::cuda::getStreamFromPool(false, current.device_index());
+    c10::cuda::CUDAStreamGuard on_side(side);
+    captured->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+    try {
+      loop();
+    } catch (...) {
+      captured->capture_end(); // leaves the side stream usable
+      throw;
+    }
+    captured->capture_end();
+  } catch (const std::exception& error) {
+    loop_graphs().capture_failed(key);
+    TORCH_WARN_ONCE(
+        "deeprnn: capturing a time loop as a CUDA graph failed (",
+        error.what(),
+        "); such loops run without graphs");
+    (void)cudaGetLastError();
+    loop();
+    return;
+  }
+  captured->replay();
+  loop_graphs().captured(key, captured);
+  count_graph(true);
+}
+
+// ---------------------------------------------------------------------------
 // Forward
 
 template <typename scalar_t>
@@ -205,85 +333,108 @@ void forward_layer(
   step_info.batch = B;
   step_info.width = H;
 
-  for (const auto step : c10::irange(T)) {
-    int64_t rows_max = 0;
+  // The loop's launches depend on these buffers, the sizes and the plan:
+  // the key of its CUDA graph.
+  cuda::LoopKey key = loop_key(0, cfg, plan, y);
+  key.add(gates)
+      .add(recurrent)
+      .add(h_state)
+      .add(c_state)
+      .add(saved.cells)
+      .add(hidden)
+      .add(y)
+      .add(bias_x)
+      .add(bias_hn)
+      .add(w_hh_t);
+  if (cfg.has_proj) {
     for (const auto d : c10::irange(D)) {
-      step_info.time[d] = d == 0 ? step : T - 1 - step;
-      step_info.active[d] = active(step_info.time[d]);
-      rows_max = std::max(rows_max, step_info.active[d]);
-    }
-    // Rows past rows_max are idle in both directions; within it, a row idle
-    // in one direction costs a little GEMM work that nobody reads.
-    if (rows_max > 0) {
-      Tensor recurrent_rows = recurrent.narrow(1, 0, rows_max);
-      at::bmm_out(recurrent_rows, h_state.narrow(1, 0, rows_max), w_hh_t);
-    }
-
-    switch (cfg.mode) {
-      case Mode::LSTM: {
-        cuda::LSTMForwardArgs<scalar_t> args;
-        args.step = step_info;
-        args.gates = sequence_view<scalar_t>(gates, G * H);
-        args.recurrent = state_view<const scalar_t>(recurrent);
-        args.bias = bias_x.data_ptr<scalar_t>();
-        args.c_state = state_view<scalar_t>(c_state);
-        args.c_saved = sequence_view<scalar_t>(saved.cells, H);
-        args.h_out = sequence_view<scalar_t>(cfg.has_proj ? hidden : y, H);
-        args.h_state = cfg.has_proj ? cuda::StepView<scalar_t>()
-                                    : state_view<scalar_t>(h_state);
-        args.y = sequence_view<scalar_t>(y, P);
-        args.proj = P;
-        args.has_proj = cfg.has_proj;
-        launch_step(cuda::lstm_forward_step<scalar_t>, args);
-        if (cfg.has_proj) {
-          // h_t = m_t W_hr^T for the running rows of each direction, into
-          // the running state, then into the output.
-          for (const auto d : c10::irange(D)) {
-            const int64_t t = step_info.time[d];
-            const int64_t rows = step_info.active[d];
-            if (rows == 0) {
-              continue;
-            }
-            const Tensor m_t =
-                hidden.dim() == 3 ? hidden.select(0, t) : hidden; // [B, D*H]
-            Tensor h_rows = h_state.select(0, d).narrow(0, 0, rows);
-            at::mm_out(
-                h_rows,
-                m_t.narrow(1, d * H, H).narrow(0, 0, rows),
-                cells[layer * D + d].w_hr.t());
-            y.select(0, t).narrow(1, d * P, P).narrow(0, 0, rows).copy_(h_rows);
-          }
-        }
-        break;
-      }
-      case Mode::GRU: {
-        cuda::GRUForwardArgs<scalar_t> args;
-        args.step = step_info;
-        args.gates = sequence_view<scalar_t>(gates, G * H);
-        args.recurrent = state_view<const scalar_t>(recurrent);
-        args.bias = bias_x.data_ptr<scalar_t>();
-        args.bias_hn = bias_hn.data_ptr<scalar_t>();
-        args.h_state = state_view<scalar_t>(h_state);
-        args.hn_saved = sequence_view<scalar_t>(saved.cells, H);
-        args.y = sequence_view<scalar_t>(y, H);
-        launch_step(cuda::gru_forward_step<scalar_t>, args);
-        break;
-      }
-      case Mode::RNN_TANH:
-      case Mode::RNN_RELU: {
-        cuda::RNNForwardArgs<scalar_t> args;
-        args.step = step_info;
-        args.gates = sequence_view<const scalar_t>(gates, H);
-        args.recurrent = state_view<const scalar_t>(recurrent);
-        args.bias = bias_x.data_ptr<scalar_t>();
-        args.h_state = state_view<scalar_t>(h_state);
-        args.y = sequence_view<scalar_t>(y, H);
-        args.relu = cfg.mode == Mode::RNN_RELU;
-        launch_step(cuda::rnn_forward_step<scalar_t>, args);
-        break;
-      }
+      key.add(cells[layer * D + d].w_hr);
     }
   }
+  run_time_loop(key, [&] {
+    for (const auto step : c10::irange(T)) {
+      int64_t rows_max = 0;
+      for (const auto d : c10::irange(D)) {
+        step_info.time[d] = d == 0 ? step : T - 1 - step;
+        step_info.active[d] = active(step_info.time[d]);
+        rows_max = std::max(rows_max, step_info.active[d]);
+      }
+      // Rows past rows_max are idle in both directions; within it, a row idle
+      // in one direction costs a little GEMM work that nobody reads.
+      if (rows_max > 0) {
+        Tensor recurrent_rows = recurrent.narrow(1, 0, rows_max);
+        at::bmm_out(recurrent_rows, h_state.narrow(1, 0, rows_max), w_hh_t);
+      }
+
+      switch (cfg.mode) {
+        case Mode::LSTM: {
+          cuda::LSTMForwardArgs<scalar_t> args;
+          args.step = step_info;
+          args.gates = sequence_view<scalar_t>(gates, G * H);
+          args.recurrent = state_view<const scalar_t>(recurrent);
+          args.bias = bias_x.data_ptr<scalar_t>();
+          args.c_state = state_view<scalar_t>(c_state);
+          args.c_saved = sequence_view<scalar_t>(saved.cells, H);
+          args.h_out = sequence_view<scalar_t>(cfg.has_proj ? hidden : y, H);
+          args.h_state = cfg.has_proj ? cuda::StepView<scalar_t>()
+                                      : state_view<scalar_t>(h_state);
+          args.y = sequence_view<scalar_t>(y, P);
+          args.proj = P;
+          args.has_proj = cfg.has_proj;
+          launch_step(cuda::lstm_forward_step<scalar_t>, args);
+          if (cfg.has_proj) {
+            // h_t = m_t W_hr^T for the running rows of each direction, into
+            // the running state, then into the output.
+            for (const auto d : c10::irange(D)) {
+              const int64_t t = step_info.time[d];
+              const int64_t rows = step_info.active[d];
+              if (rows == 0) {
+                continue;
+              }
+              const Tensor m_t =
+                  hidden.dim() == 3 ? hidden.select(0, t) : hidden; // [B, D*H]
+              Tensor h_rows = h_state.select(0, d).narrow(0, 0, rows);
+              at::mm_out(
+                  h_rows,
+                  m_t.narrow(1, d * H, H).narrow(0, 0, rows),
+                  cells[layer * D + d].w_hr.t());
+              y.select(0, t)
+                  .narrow(1, d * P, P)
+                  .narrow(0, 0, rows)
+                  .copy_(h_rows);
+            }
+          }
+          break;
+        }
+        case Mode::GRU: {
+          cuda::GRUForwardArgs<scalar_t> args;
+          args.step = step_info;
+          args.gates = sequence_view<scalar_t>(gates, G * H);
+          args.recurrent = state_view<const scalar_t>(recurrent);
+          args.bias = bias_x.data_ptr<scalar_t>();
+          args.bias_hn = bias_hn.data_ptr<scalar_t>();
+          args.h_state = state_view<scalar_t>(h_state);
+          args.hn_saved = sequence_view<scalar_t>(saved.cells, H);
+          args.y = sequence_view<scalar_t>(y, H);
+          launch_step(cuda::gru_forward_step<scalar_t>, args);
+          break;
+        }
+        case Mode::RNN_TANH:
+        case Mode::RNN_RELU: {
+          cuda::RNNForwardArgs<scalar_t> args;
+          args.step = step_info;
+          args.gates = sequence_view<const scalar_t>(gates, H);
+          args.recurrent = state_view<const scalar_t>(recurrent);
+          args.bias = bias_x.data_ptr<scalar_t>();
+          args.h_state = state_view<scalar_t>(h_state);
+          args.y = sequence_view<scalar_t>(y, H);
+          args.relu = cfg.mode == Mode::RNN_RELU;
+          launch_step(cuda::rnn_forward_step<scalar_t>, args);
+          break;
+        }
+      }
+    }
+  });
   hy.narrow(0, layer * D, D).copy_(h_state);
   if (lstm) {
     cy.narrow(0, layer * D, D).copy_(c_state);
@@ -366,100 +517,127 @@ void backward_layer(
       dh_carry,
       dc_carry,
       plan);
-  for (const auto step : c10::irange(persistent ? 0 : T)) {
-    int64_t rows_max = 0;
-    for (const auto d : c10::irange(D)) {
-      // Backward visits the steps in the opposite order of forward.
-      const int64_t t = d == 0 ? T - 1 - step : step;
-      const bool first_in_forward = d == 0 ? t == 0 : t == T - 1;
-      const int64_t t_prev = d == 0 ? t - 1 : t + 1;
-      const int64_t rows = active(t);
-      step_info.time[d] = t;
-      step_info.active[d] = rows;
-      step_info.previous[d] = t_prev;
-      // Rows [0, resumed) read step t_prev's state, rows [resumed, rows)
-      // read h0 (and c0), as in forward.
-      step_info.resumed[d] =
-          first_in_forward ? 0 : std::min(rows, active(t_prev));
-      rows_max = std::max(rows_max, rows);
+  if (!persistent) {
+    // The general loop where the persistent one did not run, through a CUDA
+    // graph keyed by its buffers, sizes and plan (as in forward).
+    cuda::LoopKey key = loop_key(1, cfg, plan, y);
+    key.add(dgates_x)
+        .add(dgates_h)
+        .add(dgates_step)
+        .add(dh_carry)
+        .add(dc_carry)
+        .add(dh_total)
+        .add(dh_pre_projection)
+        .add(w_hh)
+        .add(h_initial)
+        .add(c_initial)
+        .add(saved.gates)
+        .add(saved.cells)
+        .add(y)
+        .add(dy);
+    if (cfg.has_proj) {
+      for (const auto d : c10::irange(D)) {
+        key.add(cells[layer * D + d].w_hr);
+      }
     }
-
-    switch (cfg.mode) {
-      case Mode::LSTM: {
-        cuda::LSTMBackwardArgs<scalar_t> args;
-        if (cfg.has_proj) {
-          cuda::ProjectedGradArgs<scalar_t> projected;
-          projected.step = step_info;
-          projected.step.width = P;
-          projected.dy = sequence_view<const scalar_t>(dy, P);
-          projected.dh_carry = state_view<scalar_t>(dh_carry);
-          projected.dh_total = sequence_view<scalar_t>(dh_total, P);
-          launch_step(cuda::projected_grad_step<scalar_t>, projected);
-          for (const auto d : c10::irange(D)) {
-            const int64_t rows = step_info.active[d];
-            if (rows == 0) {
-              continue;
-            }
-            Tensor dm_rows = dh_pre_projection.select(0, d).narrow(0, 0, rows);
-            at::mm_out(
-                dm_rows,
-                dh_total.select(0, step_info.time[d])
-                    .narrow(1, d * P, P)
-                    .narrow(0, 0, rows),
-                cells[layer * D + d].w_hr);
-          }
-          args.dh = state_view<const scalar_t>(dh_pre_projection);
-        } else {
-          args.dh = sequence_view<const scalar_t>(dy, H);
-          args.dh_carry = state_view<scalar_t>(dh_carry);
+    run_time_loop(key, [&] {
+      for (const auto step : c10::irange(T)) {
+        int64_t rows_max = 0;
+        for (const auto d : c10::irange(D)) {
+          // Backward visits the steps in the opposite order of forward.
+          const int64_t t = d == 0 ? T - 1 - step : step;
+          const bool first_in_forward = d == 0 ? t == 0 : t == T - 1;
+          const int64_t t_prev = d == 0 ? t - 1 : t + 1;
+          const int64_t rows = active(t);
+          step_info.time[d] = t;
+          step_info.active[d] = rows;
+          step_info.previous[d] = t_prev;
+          // Rows [0, resumed) read step t_prev's state, rows [resumed, rows)
+          // read h0 (and c0), as in forward.
+          step_info.resumed[d] =
+              first_in_forward ? 0 : std::min(rows, active(t_prev));
+          rows_max = std::max(rows_max, rows);
         }
-        args.step = step_info;
-        args.gates = sequence_view<const scalar_t>(saved.gates, G * H);
-        args.cells = sequence_view<const scalar_t>(saved.cells, H);
-        args.c_initial = state_view<const scalar_t>(c_initial);
-        args.dc = state_view<scalar_t>(dc_carry);
-        args.dgates = sequence_view<scalar_t>(dgates_x, G * H);
-        args.dgates_step = state_view<scalar_t>(dgates_step);
-        launch_step(cuda::lstm_backward_step<scalar_t>, args);
-        break;
+
+        switch (cfg.mode) {
+          case Mode::LSTM: {
+            cuda::LSTMBackwardArgs<scalar_t> args;
+            if (cfg.has_proj) {
+              cuda::ProjectedGradArgs<scalar_t> projected;
+              projected.step = step_info;
+              projected.step.width = P;
+              projected.dy = sequence_view<const scalar_t>(dy, P);
+              projected.dh_carry = state_view<scalar_t>(dh_carry);
+              projected.dh_total = sequence_view<scalar_t>(dh_total, P);
+              launch_step(cuda::projected_grad_step<scalar_t>, projected);
+              for (const auto d : c10::irange(D)) {
+                const int64_t rows = step_info.active[d];
+                if (rows == 0) {
+                  continue;
+                }
+                Tensor dm_rows =
+                    dh_pre_projection.select(0, d).narrow(0, 0, rows);
+                at::mm_out(
+                    dm_rows,
+                    dh_total.select(0, step_info.time[d])
+                        .narrow(1, d * P, P)
+                        .narrow(0, 0, rows),
+                    cells[layer * D + d].w_hr);
+              }
+              args.dh = state_view<const scalar_t>(dh_pre_projection);
+            } else {
+              args.dh = sequence_view<const scalar_t>(dy, H);
+              args.dh_carry = state_view<scalar_t>(dh_carry);
+            }
+            args.step = step_info;
+            args.gates = sequence_view<const scalar_t>(saved.gates, G * H);
+            args.cells = sequence_view<const scalar_t>(saved.cells, H);
+            args.c_initial = state_view<const scalar_t>(c_initial);
+            args.dc = state_view<scalar_t>(dc_carry);
+            args.dgates = sequence_view<scalar_t>(dgates_x, G * H);
+            args.dgates_step = state_view<scalar_t>(dgates_step);
+            launch_step(cuda::lstm_backward_step<scalar_t>, args);
+            break;
+          }
+          case Mode::GRU: {
+            cuda::GRUBackwardArgs<scalar_t> args;
+            args.step = step_info;
+            args.gates = sequence_view<const scalar_t>(saved.gates, G * H);
+            args.hn = sequence_view<const scalar_t>(saved.cells, H);
+            args.y = sequence_view<const scalar_t>(y, H);
+            args.h_initial = state_view<const scalar_t>(h_initial);
+            args.dy = sequence_view<const scalar_t>(dy, H);
+            args.dh_carry = state_view<scalar_t>(dh_carry);
+            args.dgates_x = sequence_view<scalar_t>(dgates_x, G * H);
+            args.dgates_h = sequence_view<scalar_t>(dgates_h, G * H);
+            args.dgates_step = state_view<scalar_t>(dgates_step);
+            launch_step(cuda::gru_backward_step<scalar_t>, args);
+            break;
+          }
+          case Mode::RNN_TANH:
+          case Mode::RNN_RELU: {
+            cuda::RNNBackwardArgs<scalar_t> args;
+            args.step = step_info;
+            args.y = sequence_view<const scalar_t>(y, H);
+            args.dy = sequence_view<const scalar_t>(dy, H);
+            args.dh_carry = state_view<scalar_t>(dh_carry);
+            args.dgates = sequence_view<scalar_t>(dgates_x, H);
+            args.dgates_step = state_view<scalar_t>(dgates_step);
+            args.relu = cfg.mode == Mode::RNN_RELU;
+            launch_step(cuda::rnn_backward_step<scalar_t>, args);
+            break;
+          }
+        }
+        // dh_{t-1} += dG_t W_hh for both directions. The kernels consumed the
+        // carry of the running rows and gave the idle rows a zero dG, so the
+        // idle rows keep their carry (dhy not yet reached, or dhx already
+        // final).
+        if (rows_max > 0) {
+          dh_carry.narrow(1, 0, rows_max)
+              .baddbmm_(dgates_step.narrow(1, 0, rows_max), w_hh);
+        }
       }
-      case Mode::GRU: {
-        cuda::GRUBackwardArgs<scalar_t> args;
-        args.step = step_info;
-        args.gates = sequence_view<const scalar_t>(saved.gates, G * H);
-        args.hn = sequence_view<const scalar_t>(saved.cells, H);
-        args.y = sequence_view<const scalar_t>(y, H);
-        args.h_initial = state_view<const scalar_t>(h_initial);
-        args.dy = sequence_view<const scalar_t>(dy, H);
-        args.dh_carry = state_view<scalar_t>(dh_carry);
-        args.dgates_x = sequence_view<scalar_t>(dgates_x, G * H);
-        args.dgates_h = sequence_view<scalar_t>(dgates_h, G * H);
-        args.dgates_step = state_view<scalar_t>(dgates_step);
-        launch_step(cuda::gru_backward_step<scalar_t>, args);
-        break;
-      }
-      case Mode::RNN_TANH:
-      case Mode::RNN_RELU: {
-        cuda::RNNBackwardArgs<scalar_t> args;
-        args.step = step_info;
-        args.y = sequence_view<const scalar_t>(y, H);
-        args.dy = sequence_view<const scalar_t>(dy, H);
-        args.dh_carry = state_view<scalar_t>(dh_carry);
-        args.dgates = sequence_view<scalar_t>(dgates_x, H);
-        args.dgates_step = state_view<scalar_t>(dgates_step);
-        args.relu = cfg.mode == Mode::RNN_RELU;
-        launch_step(cuda::rnn_backward_step<scalar_t>, args);
-        break;
-      }
-    }
-    // dh_{t-1} += dG_t W_hh for both directions. The kernels consumed the
-    // carry of the running rows and gave the idle rows a zero dG, so the
-    // idle rows keep their carry (dhy not yet reached, or dhx already
-    // final).
-    if (rows_max > 0) {
-      dh_carry.narrow(1, 0, rows_max)
-          .baddbmm_(dgates_step.narrow(1, 0, rows_max), w_hh);
-    }
+    });
   }
 
   if (dhx.defined()) {

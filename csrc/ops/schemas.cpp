@@ -127,6 +127,23 @@ std::vector<int64_t> cuda_fast_path_layers(
       add_forward, add_backward, add_stacked);
 }
 
+// Captures and replays of the CUDA graphs of the general path's time loops
+// (cuda/loop_graphs.h), counted by the CUDA kernels.
+std::vector<int64_t> cuda_loop_graphs(
+    int64_t add_captures,
+    int64_t add_replays) {
+  static std::array<std::atomic<int64_t>, 2> counts{};
+  TORCH_CHECK(
+      add_captures >= 0 && add_replays >= 0,
+      "deeprnn._cuda_loop_graphs: the counts only grow, got add_captures = ",
+      add_captures,
+      " and add_replays = ",
+      add_replays);
+  return {
+      counts[0].fetch_add(add_captures) + add_captures,
+      counts[1].fetch_add(add_replays) + add_replays};
+}
+
 int64_t cpu_fused_step(int64_t enable) {
   return cpu_fused_step_switch().exchange(enable);
 }
@@ -261,6 +278,12 @@ TORCH_LIBRARY(deeprnn, m) {
   m.def(
       "_cuda_fast_path_layers(int add_forward=0, int add_backward=0, "
       "int add_stacked=0) -> int[]");
+  // How many time loops of the general CUDA path have been captured as CUDA
+  // graphs in this process, and how many replayed, after adding the
+  // arguments (the CUDA kernels add 1 each; tests read them with the
+  // defaults): [captures, replays]. The graphs come with the fast-path
+  // switch (cuda/loop_graphs.h).
+  m.def("_cuda_loop_graphs(int add_captures=0, int add_replays=0) -> int[]");
   // Elements of the reserve a training forward keeps (see common/config.h).
   m.def(
       "reserve_size(str mode, int seq_len, int batch, int input_size, "
@@ -272,6 +295,7 @@ TORCH_LIBRARY(deeprnn, m) {
 TORCH_LIBRARY_IMPL(deeprnn, CompositeImplicitAutograd, m) {
   m.impl("_cuda_fast_path", &deeprnn::cuda_fast_path);
   m.impl("_cuda_fast_path_layers", &deeprnn::cuda_fast_path_layers);
+  m.impl("_cuda_loop_graphs", &deeprnn::cuda_loop_graphs);
   m.impl("_cpu_fused_step", &deeprnn::cpu_fused_step);
   m.impl("_cpu_fused_step_layers", &deeprnn::cpu_fused_step_layers);
   m.impl("_cpu_backward_chunk_bytes", &deeprnn::cpu_backward_chunk_bytes_op);

@@ -24,8 +24,12 @@
 // What this cannot see: the device's memory model (the coherent loads and
 // the grid barrier's ordering), shuffle-level warp behaviour, occupancy,
 // and speed. scripts/gpu_check.sh runs the real kernels.
+//
+// Also here: the bookkeeping of the CUDA graphs of the general path's time
+// loops (cuda/loop_graphs.h), with a stand-in for the graph.
 
 #include "common/driver.h"
+#include "cuda/loop_graphs.h"
 #include "cuda/persistent.cuh"
 
 #include "test_helpers.h"
@@ -652,6 +656,110 @@ TEST(CudaEmulation, StackKernelMatchesTheCpuKernels) {
       return;
     }
   }
+}
+
+// ---------------------------------------------------------------------------
+// The CUDA graphs' cache (cuda/loop_graphs.h)
+
+struct FakeGraph {
+  int id = 0;
+};
+using GraphCache = deeprnn::cuda::LoopGraphCache<FakeGraph>;
+using deeprnn::cuda::LoopKey;
+
+LoopKey key_of(const std::vector<Tensor>& buffers, int64_t extra = 0) {
+  LoopKey key;
+  key.add(extra);
+  for (const Tensor& buffer : buffers) {
+    key.add(buffer);
+  }
+  return key;
+}
+
+TEST(CudaLoopGraphs, FirstSightEagerSecondCapturesThenReplays) {
+  GraphCache cache(8);
+  const Tensor a = at::randn({3, 4});
+  const LoopKey key = key_of({a});
+  EXPECT_EQ(cache.lookup(key).first, GraphCache::Action::kEager);
+  EXPECT_EQ(cache.lookup(key).first, GraphCache::Action::kCapture);
+  // Another thread meanwhile: eager, not a second capture.
+  EXPECT_EQ(cache.lookup(key).first, GraphCache::Action::kEager);
+  cache.captured(key, std::make_shared<FakeGraph>(FakeGraph{42}));
+  for (int i = 0; i < 3; ++i) {
+    const auto [action, graph] = cache.lookup(key);
+    ASSERT_EQ(action, GraphCache::Action::kReplay);
+    ASSERT_NE(graph, nullptr);
+    EXPECT_EQ(graph->id, 42);
+  }
+  EXPECT_EQ(cache.stats(), (std::vector<int64_t>{1, 1, 1, 3}));
+}
+
+TEST(CudaLoopGraphs, KeysDifferInEveryBufferPropertyAndSetting) {
+  const Tensor a = at::randn({4, 6});
+  const Tensor b = at::randn({4, 6});
+  const LoopKey base = key_of({a, b});
+  EXPECT_TRUE(base == key_of({a, b}));
+  EXPECT_EQ(base.hash(), key_of({a, b}).hash());
+  const std::vector<LoopKey> others = {
+      key_of({a, b}, 1), // a setting
+      key_of({b, a}), // the buffers' order
+      key_of({a, a}), // an address
+      key_of({a, b.view({6, 4})}), // sizes
+      key_of({a, b.t()}), // strides (and sizes)
+      key_of({a, b.as_strided({4, 6}, {1, 4})}), // strides alone
+      key_of({a, b.to(at::kDouble)}), // dtype (and address)
+      key_of({a, b.narrow(1, 1, 5)}), // an offset view
+      key_of({a, Tensor()}), // undefined
+      key_of({a}), // fewer buffers
+  };
+  for (size_t i = 0; i < others.size(); ++i) {
+    EXPECT_FALSE(base == others[i]) << "variant " << i;
+  }
+  LoopKey with_plan = key_of({a});
+  with_plan.add(std::vector<int64_t>{3, 2, 1});
+  LoopKey other_plan = key_of({a});
+  other_plan.add(std::vector<int64_t>{3, 2});
+  other_plan.add(int64_t{1});
+  EXPECT_FALSE(with_plan == other_plan); // lengths are part of a list
+}
+
+TEST(CudaLoopGraphs, LeastRecentlyUsedKeysLeaveFirst) {
+  GraphCache cache(2);
+  const Tensor t = at::randn({2});
+  const LoopKey a = key_of({t}, 1), b = key_of({t}, 2), c = key_of({t}, 3);
+  cache.lookup(a);
+  ASSERT_EQ(cache.lookup(a).first, GraphCache::Action::kCapture);
+  const auto graph = std::make_shared<FakeGraph>(FakeGraph{7});
+  cache.captured(a, graph);
+  cache.lookup(b);
+  cache.lookup(a); // a is the most recent again
+  cache.lookup(c); // b leaves
+  EXPECT_EQ(cache.lookup(a).first, GraphCache::Action::kReplay);
+  EXPECT_EQ(cache.lookup(b).first, GraphCache::Action::kEager); // seen anew
+  cache.lookup(c); // now c, then b: a leaves, graph and all
+  EXPECT_EQ(cache.lookup(a).first, GraphCache::Action::kEager);
+  EXPECT_EQ(cache.stats()[0], 2);
+  EXPECT_EQ(graph->id, 7); // a holder keeps its graph alive
+  // A capture reported after its key left is dropped.
+  cache.lookup(b);
+  ASSERT_EQ(cache.lookup(b).first, GraphCache::Action::kCapture);
+  cache.lookup(c);
+  cache.lookup(a); // b leaves
+  cache.captured(b, std::make_shared<FakeGraph>());
+  EXPECT_EQ(cache.stats()[1], 0);
+}
+
+TEST(CudaLoopGraphs, AFailedCaptureRunsEagerlyFromThenOn) {
+  GraphCache cache(4);
+  const LoopKey key = key_of({at::randn({5})});
+  cache.lookup(key);
+  ASSERT_EQ(cache.lookup(key).first, GraphCache::Action::kCapture);
+  cache.capture_failed(key);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(cache.lookup(key).first, GraphCache::Action::kEager);
+  }
+  cache.clear();
+  EXPECT_EQ(cache.stats()[0], 0);
 }
 
 } // namespace

@@ -173,6 +173,8 @@ def _write_report():
         "errors": REPORT.kinds,
         "paths": PATHS,
         "fast_path_layers": list(_fast_layers()),
+        "stacked_layers": _stacked_layers(),
+        "loop_graphs": list(_loop_graphs()),
     }
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
@@ -1217,6 +1219,76 @@ def test_fast_path_wavefront_takes_unidirectional_stacks(cuda_path, mode, num_la
     _run(_ours, module, x, h0, c0, None, dropout=0.3)
     assert _layers_since(before)[0] == num_layers
     assert _stacked_layers() == stacked, f"{case}: dropout took the stack kernel"
+
+
+def _loop_graphs():
+    """(captures, replays) of the CUDA graphs of the general path's time loops
+    in this process (csrc/cuda/loop_graphs.h)."""
+    captures, replays = torch.ops.deeprnn._cuda_loop_graphs()
+    return captures, replays
+
+
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_fast_path_graphs_replay_the_general_loop(cuda_path, dtype, with_lengths):
+    """Where the persistent kernels do not fit (here LSTM with projection), the
+    general path's time loops go through CUDA graphs with the fast-path
+    switch on: a loop seen again with the same buffers is captured, then
+    replayed. Every call, each on fresh inputs, gives what the switch-off
+    path gives on them: a replay computes on the current data, never on the
+    data it was captured with."""
+    torch.manual_seed(1105)
+    module = _module("LSTM", dtype, 2, True, False, True, PROJ_SIZE)
+    lengths = _lengths(SEQ_LEN, BATCH) if with_lengths else None
+    x = _input(module)
+    h0, c0 = _states(module)
+    before = _loop_graphs()
+    for call in range(6):
+        # New values in the same tensors: the same buffers, other numbers.
+        with torch.no_grad():
+            x.copy_(torch.randn_like(x))
+            h0.copy_(torch.randn_like(h0))
+            c0.copy_(torch.randn_like(c0))
+        general, graphed, layers = _both_paths(module, x, h0, c0, lengths)
+        assert layers == (0, 0), "LSTM with projection took the persistent kernels"
+        _compare_runs(f"graphs vs eager loop, call {call}", f"LSTM-proj-{DTYPE_IDS[dtype]}",
+                      graphed, general, SAME_ROUNDING[dtype], SAME_ROUNDING[dtype])
+    captures, replays = (now - then for now, then in zip(_loop_graphs(), before))
+    # 2 layers x (forward, backward) = 4 loops a call; each key is captured
+    # on its second sight. The allocator may hand a buffer out at another
+    # address now and then, but not on every call.
+    assert captures >= 4, f"{captures} loops captured in 6 calls"
+    assert replays >= 4, f"{replays} loops replayed in 6 calls"
+
+
+def test_fast_path_inside_a_users_cuda_graph(cuda_path):
+    """A caller's own CUDA graph (torch.cuda.graph, or torch.compile's
+    reduce-overhead mode) captures our forward: the loops then run into that
+    capture, not into graphs of their own, and replays give the eager
+    results on new inputs."""
+    torch.manual_seed(1106)
+    _fast_path(1)
+    module = _module("LSTM", torch.float32, 2, False, False, True, PROJ_SIZE)
+    static_x = _input(module)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.no_grad():
+        for _ in range(3):  # warm-up, as torch.cuda.graph asks
+            _ours(module, static_x, None, None)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    before = _loop_graphs()
+    with torch.cuda.graph(graph), torch.no_grad():
+        static_out = _ours(module, static_x, None, None)
+    assert _loop_graphs() == before, "a loop captured a graph inside the caller's capture"
+    for _ in range(2):
+        new_x = torch.randn_like(static_x)
+        static_x.copy_(new_x)
+        graph.replay()
+        with torch.no_grad():
+            expected = _ours(module, new_x, None, None)
+        for got, want in zip(static_out, expected):
+            torch.testing.assert_close(got, want, **SAME_ROUNDING[torch.float32])
 
 
 def test_fast_path_falls_back_for_projection(cuda_path):
