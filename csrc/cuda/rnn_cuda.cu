@@ -157,9 +157,11 @@ bool loop_graphs_enabled() {
 
 cuda::LoopGraphCache<at::cuda::CUDAGraph>& loop_graphs() {
   // Enough for the layers and passes of a few models of fixed shapes, each
-  // with its buffers alternating between two blocks of the allocator.
-  static cuda::LoopGraphCache<at::cuda::CUDAGraph> cache(256);
-  return cache;
+  // with its buffers alternating between two blocks of the allocator. Never
+  // destroyed: at exit the graphs would go back to a caching allocator that
+  // may already be gone.
+  static auto* cache = new cuda::LoopGraphCache<at::cuda::CUDAGraph>(256);
+  return *cache;
 }
 
 // The private operator deeprnn::_cuda_loop_graphs (ops/schemas.cpp) counts
@@ -211,7 +213,10 @@ cuda::LoopKey loop_key(
 // (cuda/loop_graphs.h for the policy). A stream that is itself being
 // captured (the caller's own CUDA graph) runs it eagerly into that capture.
 template <typename Loop>
-void run_time_loop(const cuda::LoopKey& key, const Loop& loop) {
+void run_time_loop(
+    const cuda::LoopKey& key,
+    const at::TensorOptions& options,
+    const Loop& loop) {
   const c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream();
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   C10_CUDA_CHECK(cudaStreamIsCapturing(current.stream(), &status));
@@ -239,6 +244,14 @@ void run_time_loop(const cuda::LoopKey& key, const Loop& loop) {
     const c10::cuda::CUDAStream side =
         c10::cuda::getStreamFromPool(false, current.device_index());
     c10::cuda::CUDAStreamGuard on_side(side);
+    // cuBLAS's handles and workspaces for the side stream, set up before
+    // the capture rather than inside it (as torch.cuda.graph's warm-up
+    // does): the loop's kinds of GEMM once on tiny matrices.
+    {
+      const Tensor tiny = at::ones({1, 1, 1}, options);
+      (void)at::bmm(tiny, tiny);
+      (void)at::mm(tiny[0], tiny[0]);
+    }
     captured->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
     try {
       loop();
@@ -351,7 +364,7 @@ void forward_layer(
       key.add(cells[layer * D + d].w_hr);
     }
   }
-  run_time_loop(key, [&] {
+  run_time_loop(key, opts, [&] {
     for (const auto step : c10::irange(T)) {
       int64_t rows_max = 0;
       for (const auto d : c10::irange(D)) {
@@ -540,7 +553,7 @@ void backward_layer(
         key.add(cells[layer * D + d].w_hr);
       }
     }
-    run_time_loop(key, [&] {
+    run_time_loop(key, opts, [&] {
       for (const auto step : c10::irange(T)) {
         int64_t rows_max = 0;
         for (const auto d : c10::irange(D)) {
