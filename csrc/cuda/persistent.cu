@@ -1,11 +1,14 @@
-// The persistent kernels (cuda/persistent.cuh), forward layer and backward
-// time loop: the cooperative launches, the check that a layer fits a
-// co-resident grid, and the process-wide switch of the CUDA fast paths.
+// The persistent kernels (cuda/persistent.cuh), forward layer, backward
+// time loop and the stack kernel (the wavefront across a unidirectional
+// stack's layers): the cooperative launches, the check that a layer (a
+// stack) fits a co-resident grid, and the process-wide switch of the CUDA
+// fast paths.
 //
-// Status: UNVERIFIED. Written and compile-checked on a machine without a
-// GPU; their per-block code was run there only in a host emulation (the
-// same __host__ __device__ functions, blocks and threads as loops, against
-// the CPU kernels). They are off unless DEEPRNN_CUDA_FAST_PATH=1 or
+// Status: UNVERIFIED. Written and compile-checked on machines without a
+// GPU; their per-block code runs there in a host emulation
+// (tests/cpp/test_cuda_emulation.cpp: the same __host__ __device__
+// functions, threads and blocks as loops in shuffled orders, against the
+// CPU kernels, in CI). They are off unless DEEPRNN_CUDA_FAST_PATH=1 or
 // deeprnn::_cuda_fast_path(1) turns them on, until a GPU run of
 // tests/python/test_cuda.py (scripts/gpu_check.sh runs every test with the
 // switch off and on) has verified them.
@@ -18,26 +21,15 @@
 // by layer and pass by pass: a forward on the fast path leaves the general
 // path's reserve, and either backward runs on either reserve. Around the
 // backward loop the weight gradients and dx stay the general path's GEMMs.
+// A whole forward takes the stack kernel first where stack_applies (one
+// direction, 2 to 8 layers, no dropout between them) and all its layers'
+// W_hh and W_ih slices fit at once; DEEPRNN_CUDA_FAST_PATH_WAVEFRONT=0 turns
+// that off (the layers then take the kernels above one by one).
 //
-// Designed, not built yet (the rest of DESIGN.md §3 item 5):
-//   - wavefront across the layers of a unidirectional stack: one launch for
-//     all layers, the blocks of layer l at step s - l, one barrier per
-//     wavefront step (L + T - 1 of them instead of L * T). Layer l+1's input
-//     at step t is layer l's h_t, ready one barrier later, so its input
-//     projection moves into the kernel as a second on-chip product. All L
-//     layers are resident at once, each with W_ih beside W_hh: 2L times one
-//     layer's W_hh in shared memory, so H up to about 1/sqrt(2L) of the
-//     per-layer limit (LSTM float32, L = 4: ~460 on an H100). Dropout
-//     between layers would need the masks drawn before the launch (in the
-//     driver's order, which gives the same masks). It needs all layers in
-//     one backend call: a hook in common/driver.h (e.g. an optional
-//     Backend::forward_stack tried before the per-layer loop), which this
-//     file cannot add.
-//   - CUDA graphs for the general path's time loop: capture the T steps
-//     once per (shape, data pointers) and replay; every buffer of the loop
-//     is allocated per layer outside it already, so a per-shape workspace
-//     cache that keeps the pointers stable between calls is what remains.
-//     Worth it where the persistent kernels do not fit (large H).
+// Designed, not built yet: the wavefront in backward (layer l's dy is
+// layer l+1's dx = dG W_ih, which would move on chip as the forward's input
+// projection did). The general path's time loops go through CUDA graphs
+// with the same switch (cuda/loop_graphs.h, cuda/rnn_cuda.cu).
 
 #include "cuda/persistent.cuh"
 

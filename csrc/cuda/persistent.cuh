@@ -40,7 +40,9 @@
 // steps), which is how the index arithmetic was checked without a GPU.
 //
 // The backward (see BackwardParams below) has the same grid with W_hh's
-// columns on chip instead of its rows.
+// columns on chip instead of its rows. The stack kernel (see Wavefront
+// below) runs the blocks of every layer of a unidirectional stack in one
+// grid, each layer one time step behind the layer below.
 //
 // Fits (see choose_geometry): no LSTM projection, and the W_hh slices of a
 // co-resident grid fit in shared memory. By the chooser's arithmetic for an

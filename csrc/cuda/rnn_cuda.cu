@@ -36,14 +36,19 @@
 //     on the CPU are read on the host without a device sync; lengths on the
 //     GPU are copied to the host first, which synchronises with the stream
 //     (once in forward, once in backward).
-// Fast paths (DESIGN.md §3 item 5): persistent kernels (cuda/persistent.cuh)
-// take a layer's forward, and the time loop of its backward, where the
-// switch DEEPRNN_CUDA_FAST_PATH / deeprnn::_cuda_fast_path is on (off by
-// default: not yet verified on a GPU) and the layer fits; every other layer
-// and pass runs the general path above. Not done yet: the time loop
-// captured as a CUDA graph, the layer wavefront (see the design notes in
-// cuda/persistent.cu). On the general path each step costs a few launches,
-// so small batches are launch-bound here.
+// Fast paths (DESIGN.md §3 item 5), all behind the switch
+// DEEPRNN_CUDA_FAST_PATH / deeprnn::_cuda_fast_path (off by default: not yet
+// verified on a GPU):
+//   - persistent kernels (cuda/persistent.cuh) take a layer's forward, and
+//     the time loop of its backward, where the layer fits;
+//   - the stack kernel (cuda/persistent.cuh, the wavefront) takes the whole
+//     forward of a unidirectional stack of 2 to 8 layers without dropout
+//     where all of it fits (CudaBackend::forward_stack, tried by the driver
+//     before the layer loop);
+//   - every other layer and pass runs the general path above, whose time
+//     loops go through CUDA graphs (cuda/loop_graphs.h, run_time_loop
+//     below): captured on a key's second sight, replayed after, so that T
+//     steps cost one launch instead of a few per step.
 
 #include "common/config.h"
 #include "common/driver.h"
