@@ -524,16 +524,18 @@ if os.path.isfile(report):
     report_data = json.load(open(report))
     errors = report_data["errors"]
     forward, backward = (report_data.get("fast_path_layers") or [0, 0])[:2]
-    stacked = report_data.get("stacked_layers", 0)
+    stacked_forward, stacked_backward = report_data.get("stacked_layers") or [0, 0]
     captures, replays = report_data.get("loop_graphs") or [0, 0]
     print()
     print(f"paths run by test_cuda.py: {', '.join(report_data.get('paths', ['general']))}; "
           f"the fast path (persistent kernels) ran {forward} forward and {backward} backward "
           "layer(s)" + ("" if forward and backward else
                         " -- a pass that never ran was not verified by the fast-path rows"))
-    print(f"  of the forward layers, {stacked} in the stack kernel (wavefront); CUDA graphs "
-          f"of the general loop: {captures} captured, {replays} replayed"
-          + ("" if stacked and replays else " -- what never ran was not verified"))
+    print(f"  of those, in the stack kernels (wavefront): {stacked_forward} forward and "
+          f"{stacked_backward} backward; CUDA graphs of the general loops: {captures} "
+          f"captured, {replays} replayed"
+          + ("" if stacked_forward and stacked_backward and replays
+             else " -- what never ran was not verified"))
     print()
     print("largest errors (test_cuda.py):")
     print(f"{'comparison':46} {'checks':>6} {'max abs':>10} {'max |d|/|ref|':>13}  worst case")

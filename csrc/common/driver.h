@@ -14,10 +14,12 @@
 //     static at::Tensor empty_buffer(at::IntArrayRef sizes, options);
 //     template <typename scalar_t> static void forward_layer(...);
 //     template <typename scalar_t> static void backward_layer(...);
-//     // optional: every layer's forward at once (CUDA's wavefront across
-//     // the layers, cuda/persistent.cuh); returns false, having done
-//     // nothing, where it does not apply, and the layers run one by one
+//     // optional: every layer's forward (backward) at once (CUDA's
+//     // wavefront across the layers, cuda/persistent.cuh); returns false,
+//     // having done nothing, where it does not apply, and the layers run
+//     // one by one
 //     template <typename scalar_t> static bool forward_stack(...);
+//     template <typename scalar_t> static bool backward_stack(...);
 //   };
 //
 // with forward_layer/backward_layer as the backends' own (cpu/rnn_cpu.cpp),
@@ -39,13 +41,20 @@
 
 namespace deeprnn {
 
-// Whether Backend has the optional forward_stack.
+// Whether Backend has the optional forward_stack (backward_stack).
 template <typename Backend, typename = void>
 struct HasForwardStack : std::false_type {};
 template <typename Backend>
 struct HasForwardStack<
     Backend,
     std::void_t<decltype(&Backend::template forward_stack<float>)>>
+    : std::true_type {};
+template <typename Backend, typename = void>
+struct HasBackwardStack : std::false_type {};
+template <typename Backend>
+struct HasBackwardStack<
+    Backend,
+    std::void_t<decltype(&Backend::template backward_stack<float>)>>
     : std::true_type {};
 
 template <typename Backend>
@@ -283,6 +292,35 @@ rnn_backward(
       Backend::kBackwardName,
       [&] {
         at::Tensor dy = time_major(grad_output);
+        if constexpr (HasBackwardStack<Backend>::value) {
+          at::Tensor dx;
+          if (Backend::template backward_stack<scalar_t>(
+                  cfg,
+                  cells,
+                  x,
+                  y_last,
+                  h0,
+                  c0,
+                  saved,
+                  dy,
+                  dhy,
+                  dcy,
+                  output_mask[0],
+                  output_mask[3],
+                  dx,
+                  dhx_all,
+                  dcx_all,
+                  grad_params,
+                  plan ? &*plan : nullptr)) {
+            if (output_mask[0]) {
+              grad_input = order.to_caller(dx, 1);
+              if (batch_first) {
+                grad_input = grad_input.transpose(0, 1);
+              }
+            }
+            return;
+          }
+        }
         for (int64_t l = L - 1; l >= 0; --l) {
           at::Tensor layer_input = x;
           if (l > 0) {

@@ -1,6 +1,6 @@
 // The persistent kernels (cuda/persistent.cuh), forward layer, backward
-// time loop and the stack kernel (the wavefront across a unidirectional
-// stack's layers): the cooperative launches, the check that a layer (a
+// time loop and the stack kernels (the wavefront across a unidirectional
+// stack's layers, forward and backward): the cooperative launches, the check that a layer (a
 // stack) fits a co-resident grid, and the process-wide switch of the CUDA
 // fast paths.
 //
@@ -26,10 +26,15 @@
 // W_hh and W_ih slices fit at once; DEEPRNN_CUDA_FAST_PATH_WAVEFRONT=0 turns
 // that off (the layers then take the kernels above one by one).
 //
-// Designed, not built yet: the wavefront in backward (layer l's dy is
-// layer l+1's dx = dG W_ih, which would move on chip as the forward's input
-// projection did). The general path's time loops go through CUDA graphs
-// with the same switch (cuda/loop_graphs.h, cuda/rnn_cuda.cu).
+// A stack's backward takes the stack backward kernel under the same
+// conditions (its time loops; the GEMMs after them as on the general path).
+//
+// Designed, not built yet: the wavefront with dropout between layers (the
+// driver would draw every mask before the launch, in its order, which
+// gives the same masks; the kernels would multiply the layer below's h_t
+// and the layer above's dx by them). The general path's time loops go
+// through CUDA graphs with the same switch (cuda/loop_graphs.h,
+// cuda/rnn_cuda.cu).
 
 #include "cuda/persistent.cuh"
 
@@ -37,6 +42,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
+#include <c10/util/irange.h>
 #include <cooperative_groups.h>
 
 #include <algorithm>
@@ -135,6 +141,30 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+static_assert(
+    sizeof(StackBackwardParams<double>) <= 4096,
+    "the stack backward kernel's parameters must fit the launch's 4 KiB");
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    persistent_stack_backward_kernel(const StackBackwardParams<scalar_t> p) {
+  extern __shared__ __align__(16) unsigned char shared_memory[];
+  const Shared<scalar_t> sh(p.layers[0].geo, shared_memory);
+  DeviceBlock block;
+  load_stack_backward_weights(p, blockIdx.x, sh, threadIdx.x, blockDim.x);
+  __syncthreads();
+  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+  const int64_t waves = p.layers[0].T + p.L - 1;
+  for (int64_t wave = 0; wave < waves; ++wave) {
+    stack_backward_pointwise(p, blockIdx.x, sh, wave, block);
+    // dG of every layer's step is in global memory before any block
+    // multiplies it: by W_hh in phase B now, by W_ih for the layer below
+    // in the next wavefront step.
+    grid.sync();
+    stack_backward_product(p, blockIdx.x, sh, wave, block);
+  }
+}
+
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     persistent_backward_kernel(const BackwardParams<scalar_t> p) {
@@ -200,7 +230,11 @@ std::optional<Geometry> geometry_for(
   std::optional<Geometry> geo;
   if (attribute(cudaDevAttrCooperativeLaunch) != 0) {
     const void* kernel = stack
-        ? reinterpret_cast<const void*>(persistent_stack_kernel<scalar_t>)
+        ? (pass == Pass::Forward
+               ? reinterpret_cast<const void*>(
+                     persistent_stack_kernel<scalar_t>)
+               : reinterpret_cast<const void*>(
+                     persistent_stack_backward_kernel<scalar_t>))
         : pass == Pass::Forward
         ? reinterpret_cast<const void*>(persistent_forward_kernel<scalar_t>)
         : reinterpret_cast<const void*>(persistent_backward_kernel<scalar_t>);
@@ -277,11 +311,13 @@ void count_layers(Pass pass, int64_t layers = 1, bool stacked = false) {
   static const auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("deeprnn::_cuda_fast_path_layers", "")
-          .typed<std::vector<int64_t>(int64_t, int64_t, int64_t)>();
+          .typed<std::vector<int64_t>(int64_t, int64_t, int64_t, int64_t)>();
+  const bool forward = pass == Pass::Forward;
   op.call(
-      pass == Pass::Forward ? layers : 0,
-      pass == Pass::Backward ? layers : 0,
-      stacked ? layers : 0);
+      forward ? layers : 0,
+      forward ? 0 : layers,
+      stacked && forward ? layers : 0,
+      stacked && !forward ? layers : 0);
 }
 
 // DEEPRNN_CUDA_FAST_PATH_WAVEFRONT=0: stacks run layer by layer even where
@@ -417,6 +453,82 @@ bool try_persistent_forward_stack(
 }
 
 template <typename scalar_t>
+bool try_persistent_backward_stack(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    const at::Tensor& input,
+    const at::Tensor& output,
+    const at::Tensor& h0,
+    const at::Tensor& c0,
+    const std::vector<LayerReserve>& saved,
+    const at::Tensor& dy,
+    const at::Tensor& dhy,
+    const at::Tensor& dcy,
+    bool need_input_grad,
+    bool need_param_grads,
+    at::Tensor& dx,
+    const at::Tensor& dhx,
+    const at::Tensor& dcx,
+    std::vector<at::Tensor>& dparams,
+    const LengthsPlan* plan) {
+  using namespace persistent;
+  if (!stack_applies(cfg) || !fast_path_enabled() ||
+      !wavefront_from_environment()) {
+    return false;
+  }
+  for (const auto l : c10::irange(cfg.num_layers)) {
+    const LayerReserve& r = saved[l];
+    if ((r.gates.defined() && !r.gates.is_contiguous()) ||
+        (r.cells.defined() && !r.cells.is_contiguous()) ||
+        (l + 1 < cfg.num_layers &&
+         (!r.output.defined() || !r.output.is_contiguous()))) {
+      return false;
+    }
+  }
+  const std::optional<Geometry> geo = geometry_for<scalar_t>(
+      Pass::Backward,
+      output.get_device(),
+      cfg.hidden_size,
+      cfg.num_layers,
+      cfg.gates,
+      cfg.batch,
+      /*stack=*/true);
+  if (!geo.has_value()) {
+    return false;
+  }
+  const bool ran = persistent::backward_stack<scalar_t>(
+      cfg,
+      cells,
+      input,
+      output,
+      h0,
+      c0,
+      saved,
+      dy,
+      dhy,
+      dcy,
+      need_input_grad,
+      need_param_grads,
+      dx,
+      dhx,
+      dcx,
+      dparams,
+      plan,
+      *geo,
+      [&](const StackBackwardParams<scalar_t>& params) {
+        return launch_cooperative(
+            persistent_stack_backward_kernel<scalar_t>,
+            params,
+            cfg.num_layers,
+            *geo);
+      });
+  if (ran) {
+    count_layers(Pass::Backward, cfg.num_layers, /*stacked=*/true);
+  }
+  return ran;
+}
+
+template <typename scalar_t>
 bool try_persistent_backward_loop(
     const RNNConfig& cfg,
     const std::vector<CellParams>& cells,
@@ -505,6 +617,30 @@ bool try_persistent_backward_loop(
       const at::Tensor&,                                \
       const at::Tensor&,                                \
       const LengthsPlan*);
+#define DEEPRNN_INSTANTIATE_STACK_BACKWARD(scalar_t)     \
+  template bool try_persistent_backward_stack<scalar_t>( \
+      const RNNConfig&,                                  \
+      const std::vector<CellParams>&,                    \
+      const at::Tensor&,                                 \
+      const at::Tensor&,                                 \
+      const at::Tensor&,                                 \
+      const at::Tensor&,                                 \
+      const std::vector<LayerReserve>&,                  \
+      const at::Tensor&,                                 \
+      const at::Tensor&,                                 \
+      const at::Tensor&,                                 \
+      bool,                                              \
+      bool,                                              \
+      at::Tensor&,                                       \
+      const at::Tensor&,                                 \
+      const at::Tensor&,                                 \
+      std::vector<at::Tensor>&,                          \
+      const LengthsPlan*);
+DEEPRNN_INSTANTIATE_STACK_BACKWARD(float)
+DEEPRNN_INSTANTIATE_STACK_BACKWARD(double)
+DEEPRNN_INSTANTIATE_STACK_BACKWARD(at::Half)
+DEEPRNN_INSTANTIATE_STACK_BACKWARD(at::BFloat16)
+#undef DEEPRNN_INSTANTIATE_STACK_BACKWARD
 DEEPRNN_INSTANTIATE_STACK(float)
 DEEPRNN_INSTANTIATE_STACK(double)
 DEEPRNN_INSTANTIATE_STACK(at::Half)

@@ -706,8 +706,25 @@ struct BackwardParams {
   const int64_t* active = nullptr; // [T + 1] or null
 };
 
-// Phase 0 (once): columns j0.. of W_hh as rows of shared memory, row u =
-// W_hh[:, j0 + u] (zeros past H).
+// Columns j0.. of a weight w [G*H, H] as rows of shared memory, row u =
+// w[:, j0 + u] (zeros past H).
+template <typename scalar_t>
+C10_HOST_DEVICE inline void load_columns(
+    const BackwardParams<scalar_t>& p,
+    const scalar_t* w,
+    const Slice& s,
+    scalar_t* shared_w,
+    int64_t thread,
+    int64_t threads) {
+  const int64_t U = p.geo.units, H = p.H, K = p.G * p.H;
+  for (int64_t index = thread; index < U * K; index += threads) {
+    const int64_t k = index / U, u = index % U; // reads along a row of w
+    shared_w[u * p.geo.w_stride + k] =
+        u < s.units ? w[k * H + s.j0 + u] : scalar_t(0);
+  }
+}
+
+// Phase 0 (once): columns j0.. of W_hh as rows of shared memory.
 template <typename scalar_t>
 C10_HOST_DEVICE inline void load_weights_transposed(
     const BackwardParams<scalar_t>& p,
@@ -715,12 +732,7 @@ C10_HOST_DEVICE inline void load_weights_transposed(
     const Shared<scalar_t>& sh,
     int64_t thread,
     int64_t threads) {
-  const int64_t U = p.geo.units, H = p.H, K = p.G * p.H;
-  for (int64_t index = thread; index < U * K; index += threads) {
-    const int64_t k = index / U, u = index % U; // reads along a row of W_hh
-    sh.w[u * p.geo.w_stride + k] =
-        u < s.units ? p.w_hh[(s.d * K + k) * H + s.j0 + u] : scalar_t(0);
-  }
+  load_columns(p, p.w_hh + s.d * p.G * p.H * p.H, s, sh.w, thread, threads);
 }
 
 // Where backward step `step` of direction d works (it visits the steps in
@@ -831,9 +843,12 @@ C10_HOST_DEVICE inline void cell_backward(
 
 // Phase B for the running rows [b0, b0 + running): dG_t of those rows (all
 // gates, this direction) into shared memory.
+// (`dgates` [T, B, D*G*H]: dG_h here; the stack kernel's dy product reads
+// the layer above's dG_x.)
 template <typename scalar_t>
 C10_HOST_DEVICE inline void load_dgates_tile(
     const BackwardParams<scalar_t>& p,
+    const scalar_t* dgates,
     const Slice& s,
     const BackwardPlace& place,
     const Shared<scalar_t>& sh,
@@ -846,7 +861,7 @@ C10_HOST_DEVICE inline void load_dgates_tile(
   for (int64_t index = thread; index < running * K; index += threads) {
     const int64_t bl = index / K, k = index % K;
     const int64_t at = ((place.t * p.B + b0 + bl) * p.D + s.d) * K + k;
-    sh.h[bl * p.geo.h_stride + k] = acc_t(load_coherent(p.dgates_h + at));
+    sh.h[bl * p.geo.h_stride + k] = acc_t(load_coherent(dgates + at));
   }
 }
 
@@ -881,7 +896,8 @@ C10_HOST_DEVICE inline void backward_step_product(
   for (int64_t b0 = 0; b0 < place.rows; b0 += tile) {
     const int64_t running = place.rows - b0 < tile ? place.rows - b0 : tile;
     exec.for_threads([&](int64_t thread, int64_t threads) {
-      load_dgates_tile(p, s, place, sh, b0, running, thread, threads);
+      load_dgates_tile(
+          p, p.dgates_h, s, place, sh, b0, running, thread, threads);
     });
     exec.sync();
     exec.dot(p.geo, sh, running);
@@ -898,6 +914,136 @@ C10_HOST_DEVICE inline void backward_step_product(
     // reads the carries.
     exec.sync();
   }
+}
+
+// ---------------------------------------------------------------------------
+// Wavefront in backward: the time loops of a unidirectional stack's backward
+// in one cooperative launch (the stack backward kernel), the top layer
+// first. At wavefront step w the blocks of layer l run its backward step
+// w - (L-1-l): the layer above is one step ahead. Layer l's dy at t is
+// layer l+1's dx at t = dG_x(l+1, t) W_ih(l+1), which that layer's phase A
+// wrote one wavefront step earlier; each block keeps the columns of
+// W_ih(l+1) for its own units beside those of W_hh (Geometry::x_offset) and
+// computes that product for its units before its phase A, into a dy buffer
+// of the layer (rounded to scalar_t, as the general path's dx GEMM is). One
+// grid barrier per wavefront step, between phases A and B as in the layer
+// kernel. The top layer's dy is the caller's. After the launch the weight
+// gradients of every layer, and dx of the first, are the general path's
+// GEMMs.
+
+template <typename scalar_t>
+struct StackBackwardParams {
+  int64_t L = 0;
+  int64_t blocks_per_layer = 0;
+  BackwardParams<scalar_t> layers[kMaxStackLayers]; // D = 1, the same geo
+  const scalar_t* w_ih[kMaxStackLayers] = {}; // [G*H, H], layers >= 1
+  // [T, B, H] the dy the kernel computes for layers[l] (l < L-1; their
+  // layers[l].dy points there too)
+  scalar_t* dy[kMaxStackLayers] = {};
+};
+
+// Phase 0 of the stack backward kernel for block `block`: the columns of
+// its layer's W_hh and, below the top layer, of the next layer's W_ih.
+template <typename scalar_t>
+C10_HOST_DEVICE inline void load_stack_backward_weights(
+    const StackBackwardParams<scalar_t>& p,
+    int64_t block,
+    const Shared<scalar_t>& sh,
+    int64_t thread,
+    int64_t threads) {
+  const int64_t l = block / p.blocks_per_layer;
+  const BackwardParams<scalar_t>& layer = p.layers[l];
+  const Slice s = slice_of(layer, block % p.blocks_per_layer);
+  load_weights_transposed(layer, s, sh, thread, threads);
+  if (l + 1 < p.L) {
+    load_columns(layer, p.w_ih[l + 1], s, sh.w_x, thread, threads);
+  }
+}
+
+// The layer's backward step at wavefront step `wave`, or -1 when it has
+// none there.
+template <typename scalar_t>
+C10_HOST_DEVICE inline int64_t stack_backward_step_of(
+    const StackBackwardParams<scalar_t>& p,
+    int64_t l,
+    int64_t wave) {
+  const int64_t step = wave - (p.L - 1 - l);
+  return step >= 0 && step < p.layers[l].T ? step : -1;
+}
+
+// Before the grid barrier: below the top layer, dy of the block's units at
+// its step's time for the running rows (dG_x of the layer above times the
+// columns of its W_ih), then phase A.
+template <typename scalar_t, typename Exec>
+C10_HOST_DEVICE inline void stack_backward_pointwise(
+    const StackBackwardParams<scalar_t>& p,
+    int64_t block,
+    const Shared<scalar_t>& sh,
+    int64_t wave,
+    Exec& exec) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t l = block / p.blocks_per_layer;
+  const int64_t step = stack_backward_step_of(p, l, wave);
+  if (step < 0) {
+    return;
+  }
+  const BackwardParams<scalar_t>& layer = p.layers[l];
+  const Slice s = slice_of(layer, block % p.blocks_per_layer);
+  if (l + 1 < p.L) {
+    const BackwardParams<scalar_t>& above = p.layers[l + 1];
+    const BackwardPlace place = backward_place(layer, s, step);
+    const Shared<scalar_t> sh_x = sh.input_side();
+    const int64_t tile = layer.geo.tile_rows, H = layer.H;
+    // dy is written by the block's own threads and read by them in phase
+    // A; the layer above's dG_x is complete since the last grid barrier.
+    scalar_t* dy = p.dy[l];
+    for (int64_t b0 = 0; b0 < place.rows; b0 += tile) {
+      const int64_t running = place.rows - b0 < tile ? place.rows - b0 : tile;
+      exec.for_threads([&](int64_t thread, int64_t threads) {
+        load_dgates_tile(
+            above,
+            above.dgates_x,
+            s,
+            place,
+            sh_x,
+            b0,
+            running,
+            thread,
+            threads);
+      });
+      exec.sync();
+      exec.dot(layer.geo, sh_x, running);
+      exec.sync();
+      exec.for_threads([&](int64_t thread, int64_t threads) {
+        for (int64_t index = thread; index < running * s.units;
+             index += threads) {
+          const int64_t bl = index / s.units, u = index % s.units;
+          dy[(place.t * layer.B + b0 + bl) * H + s.j0 + u] =
+              scalar_t(acc_t(sh_x.pre[bl * layer.geo.rows + u]));
+        }
+      });
+      exec.sync();
+    }
+  }
+  backward_step_pointwise(layer, s, step, exec);
+}
+
+// After the grid barrier: phase B of the block's layer.
+template <typename scalar_t, typename Exec>
+C10_HOST_DEVICE inline void stack_backward_product(
+    const StackBackwardParams<scalar_t>& p,
+    int64_t block,
+    const Shared<scalar_t>& sh,
+    int64_t wave,
+    Exec& exec) {
+  const int64_t l = block / p.blocks_per_layer;
+  const int64_t step = stack_backward_step_of(p, l, wave);
+  if (step < 0) {
+    return;
+  }
+  const BackwardParams<scalar_t>& layer = p.layers[l];
+  backward_step_product(
+      layer, slice_of(layer, block % p.blocks_per_layer), sh, step, exec);
 }
 
 // ---------------------------------------------------------------------------
@@ -1170,6 +1316,125 @@ bool forward_stack(
   return true;
 }
 
+// The time loops of a stack's backward in one `launch(params)` of the stack
+// backward kernel, then every layer's weight gradients and the first
+// layer's dx as backward_layer (cuda/rnn_cuda.cu) computes them after its
+// loop: the same results as the layers one by one.
+template <typename scalar_t, typename Launch>
+bool backward_stack(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    const at::Tensor& input, // [T, B, I] the first layer's input
+    const at::Tensor& output, // [T, B, H] the last layer's output
+    const at::Tensor& h0, // [L, B, H]
+    const at::Tensor& c0, // [L, B, H] (LSTM)
+    const std::vector<LayerReserve>& saved,
+    const at::Tensor& dy, // [T, B, H] gradient of the output
+    const at::Tensor& dhy, // [L, B, H]
+    const at::Tensor& dcy, // [L, B, H] (LSTM)
+    bool need_input_grad,
+    bool need_param_grads,
+    at::Tensor& dx, // out: [T, B, I] if need_input_grad
+    const at::Tensor& dhx, // out: [L, B, H] or undefined
+    const at::Tensor& dcx, // out: [L, B, H] or undefined
+    std::vector<at::Tensor>& dparams, // out, flat like params
+    const LengthsPlan* plan, // null without lengths
+    const Geometry& geo,
+    const Launch& launch) {
+  const int64_t T = cfg.seq_len, B = cfg.batch, L = cfg.num_layers;
+  const int64_t H = cfg.hidden_size, G = cfg.gates;
+  const auto opts = output.options();
+  const bool lstm = cfg.mode == Mode::LSTM;
+  const bool gru = cfg.mode == Mode::GRU;
+  TORCH_INTERNAL_ASSERT(stack_applies(cfg) && geo.x_offset != 0);
+
+  StackBackwardParams<scalar_t> p;
+  p.L = L;
+  p.blocks_per_layer = geo.blocks_per_direction;
+  const at::Tensor active = active_rows(plan, opts);
+  const at::Tensor top_dy = dy.contiguous();
+  at::Tensor dh_carry = dhy.clone(at::MemoryFormat::Contiguous); // [L, B, H]
+  at::Tensor dc_carry =
+      lstm ? dcy.clone(at::MemoryFormat::Contiguous) : at::Tensor();
+  const at::Tensor h_initial = h0.contiguous();
+  const at::Tensor c_initial = lstm ? c0.contiguous() : at::Tensor();
+  std::vector<at::Tensor> ys(L), dgates_x(L), dgates_h(L), keep;
+  for (const auto l : c10::irange(L)) {
+    const LayerReserve& r = saved[l];
+    ys[l] = l == L - 1 ? output.contiguous() : saved[l].output;
+    TORCH_INTERNAL_ASSERT(ys[l].defined() && ys[l].is_contiguous());
+    // (RNN keeps no gates in the reserve.)
+    TORCH_INTERNAL_ASSERT(!r.gates.defined() || r.gates.is_contiguous());
+    TORCH_INTERNAL_ASSERT(!r.cells.defined() || r.cells.is_contiguous());
+    dgates_x[l] = at::empty({T, B, G * H}, opts);
+    dgates_h[l] = gru ? at::empty({T, B, G * H}, opts) : dgates_x[l];
+    at::Tensor layer_dy = top_dy;
+    if (l < L - 1) {
+      layer_dy = at::empty({T, B, H}, opts);
+      p.dy[l] = layer_dy.data_ptr<scalar_t>();
+    }
+    if (l > 0) {
+      const at::Tensor w_ih = cells[l].w_ih.contiguous();
+      p.w_ih[l] = w_ih.data_ptr<scalar_t>();
+      keep.push_back(w_ih);
+    }
+    const at::Tensor w_hh = stacked_w_hh(cfg, cells, l);
+    BackwardParams<scalar_t>& layer = p.layers[l];
+    layer.cell = cell_of(cfg.mode);
+    layer.T = T;
+    layer.B = B;
+    layer.H = H;
+    layer.D = 1;
+    layer.G = G;
+    layer.geo = geo;
+    layer.w_hh = w_hh.data_ptr<scalar_t>();
+    layer.gates = r.gates.defined() ? r.gates.data_ptr<scalar_t>() : nullptr;
+    layer.cells = r.cells.defined() ? r.cells.data_ptr<scalar_t>() : nullptr;
+    layer.y = ys[l].data_ptr<scalar_t>();
+    layer.h_initial = h_initial[l].data_ptr<scalar_t>();
+    layer.c_initial = lstm ? c_initial[l].data_ptr<scalar_t>() : nullptr;
+    layer.dy = layer_dy.data_ptr<scalar_t>();
+    layer.dh_carry = dh_carry[l].data_ptr<scalar_t>();
+    layer.dc = lstm ? dc_carry[l].data_ptr<scalar_t>() : nullptr;
+    layer.dgates_x = dgates_x[l].data_ptr<scalar_t>();
+    layer.dgates_h = dgates_h[l].data_ptr<scalar_t>();
+    layer.active = active.defined() ? active.data_ptr<int64_t>() : nullptr;
+    keep.insert(keep.end(), {layer_dy, w_hh});
+  }
+  if (!launch(p)) {
+    return false;
+  }
+  if (dhx.defined()) {
+    dhx.copy_(dh_carry);
+  }
+  if (dcx.defined()) {
+    dcx.copy_(dc_carry);
+  }
+  for (int64_t l = L - 1; l >= 0; --l) {
+    at::Tensor layer_dx;
+    layer_weight_and_input_gradients(
+        cfg,
+        cells,
+        l,
+        l == 0 ? input : saved[l - 1].output,
+        ys[l],
+        h0,
+        saved[l],
+        dgates_x[l],
+        dgates_h[l],
+        at::Tensor(),
+        l == 0 && need_input_grad,
+        need_param_grads,
+        layer_dx,
+        dparams,
+        plan);
+    if (l == 0) {
+      dx = layer_dx;
+    }
+  }
+  return true;
+}
+
 } // namespace persistent
 
 // ---------------------------------------------------------------------------
@@ -1214,6 +1479,31 @@ bool try_persistent_forward_stack(
     const at::Tensor& output,
     const at::Tensor& hy,
     const at::Tensor& cy,
+    const LengthsPlan* plan);
+
+// A stack's backward with the stack backward kernel (the wavefront, see
+// persistent::backward_stack): returns true, having written everything
+// backward_layer writes for every layer (dx of the first), when the switch
+// is on, the stack applies and fits; false, having done nothing, otherwise
+// (the caller then runs the layers one by one).
+template <typename scalar_t>
+bool try_persistent_backward_stack(
+    const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    const at::Tensor& input,
+    const at::Tensor& output,
+    const at::Tensor& h0,
+    const at::Tensor& c0,
+    const std::vector<LayerReserve>& saved,
+    const at::Tensor& dy,
+    const at::Tensor& dhy,
+    const at::Tensor& dcy,
+    bool need_input_grad,
+    bool need_param_grads,
+    at::Tensor& dx,
+    const at::Tensor& dhx,
+    const at::Tensor& dcx,
+    std::vector<at::Tensor>& dparams,
     const LengthsPlan* plan);
 
 // The time loop of layer `layer`'s backward with the persistent backward

@@ -41,10 +41,11 @@
 // verified on a GPU):
 //   - persistent kernels (cuda/persistent.cuh) take a layer's forward, and
 //     the time loop of its backward, where the layer fits;
-//   - the stack kernel (cuda/persistent.cuh, the wavefront) takes the whole
-//     forward of a unidirectional stack of 2 to 8 layers without dropout
-//     where all of it fits (CudaBackend::forward_stack, tried by the driver
-//     before the layer loop);
+//   - the stack kernels (cuda/persistent.cuh, the wavefront) take the
+//     whole forward, and the time loops of the whole backward, of a
+//     unidirectional stack of 2 to 8 layers without dropout where all of it
+//     fits (CudaBackend::forward_stack / backward_stack, tried by the driver
+//     before its layer loops);
 //   - every other layer and pass runs the general path above, whose time
 //     loops go through CUDA graphs (cuda/loop_graphs.h, run_time_loop
 //     below): captured on a key's second sight, replayed after, so that T
@@ -720,10 +721,48 @@ struct CudaBackend {
     return cuda::try_persistent_forward_stack<scalar_t>(
         cfg, cells, input, h0, c0, saved, output, hy, cy, plan);
   }
+  template <typename scalar_t>
+  static bool backward_stack(
+      const RNNConfig& cfg,
+      const std::vector<CellParams>& cells,
+      const Tensor& input,
+      const Tensor& output,
+      const Tensor& h0,
+      const Tensor& c0,
+      const std::vector<LayerReserve>& saved,
+      const Tensor& dy,
+      const Tensor& dhy,
+      const Tensor& dcy,
+      bool need_input_grad,
+      bool need_param_grads,
+      Tensor& dx,
+      const Tensor& dhx,
+      const Tensor& dcx,
+      std::vector<Tensor>& dparams,
+      const LengthsPlan* plan) {
+    return cuda::try_persistent_backward_stack<scalar_t>(
+        cfg,
+        cells,
+        input,
+        output,
+        h0,
+        c0,
+        saved,
+        dy,
+        dhy,
+        dcy,
+        need_input_grad,
+        need_param_grads,
+        dx,
+        dhx,
+        dcx,
+        dparams,
+        plan);
+  }
 };
 static_assert(
-    HasForwardStack<CudaBackend>::value,
-    "the driver must find CudaBackend::forward_stack");
+    HasForwardStack<CudaBackend>::value && HasBackwardStack<CudaBackend>::value,
+    "the driver must find CudaBackend's forward_stack and backward_stack");
 
 } // namespace
 

@@ -14,6 +14,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
+#include <c10/util/irange.h>
 #include <torch/library.h>
 
 #include <array>
@@ -27,8 +28,9 @@ namespace deeprnn {
 namespace {
 
 // A process-wide switch of an optional kernel path and the number of layers
-// the path has run, [forward, backward, stacked] (stacked: of the forward
-// layers, those that ran in one launch with the rest of their stack): behind
+// the path has run, [forward, backward, stacked forward, stacked backward]
+// (stacked: of those, the layers that ran in one launch with the rest of
+// their stack): behind
 // the private operators
 // _cuda_fast_path(_layers) and _cpu_fused_step(_layers). Its first value
 // comes from an environment variable: unset or empty gives `fallback`, "0"
@@ -55,24 +57,24 @@ class PathSwitch {
   }
 
   // Adds to the layer counts and returns them.
-  std::vector<int64_t> add_layers(
-      int64_t add_forward,
-      int64_t add_backward,
-      int64_t add_stacked = 0) {
+  std::vector<int64_t> add_layers(const std::array<int64_t, 4>& add) {
     TORCH_CHECK(
-        add_forward >= 0 && add_backward >= 0 && add_stacked >= 0,
+        add[0] >= 0 && add[1] >= 0 && add[2] >= 0 && add[3] >= 0,
         "deeprnn.",
         op_,
         "_layers: the counts only grow, got add_forward = ",
-        add_forward,
+        add[0],
         ", add_backward = ",
-        add_backward,
-        " and add_stacked = ",
-        add_stacked);
-    return {
-        counts_[0].fetch_add(add_forward) + add_forward,
-        counts_[1].fetch_add(add_backward) + add_backward,
-        counts_[2].fetch_add(add_stacked) + add_stacked};
+        add[1],
+        ", add_stacked_forward = ",
+        add[2],
+        " and add_stacked_backward = ",
+        add[3]);
+    std::vector<int64_t> counts;
+    for (const auto i : c10::irange(add.size())) {
+      counts.push_back(counts_[i].fetch_add(add[i]) + add[i]);
+    }
+    return counts;
   }
 
  private:
@@ -96,7 +98,7 @@ class PathSwitch {
 
   const char* op_;
   std::atomic<int64_t> value_;
-  std::array<std::atomic<int64_t>, 3> counts_{};
+  std::array<std::atomic<int64_t>, 4> counts_{};
 };
 
 // The CUDA fast paths (cuda/persistent.cuh), which read it through the
@@ -122,9 +124,10 @@ int64_t cuda_fast_path(int64_t enable) {
 std::vector<int64_t> cuda_fast_path_layers(
     int64_t add_forward,
     int64_t add_backward,
-    int64_t add_stacked) {
+    int64_t add_stacked_forward,
+    int64_t add_stacked_backward) {
   return cuda_fast_path_switch().add_layers(
-      add_forward, add_backward, add_stacked);
+      {add_forward, add_backward, add_stacked_forward, add_stacked_backward});
 }
 
 // Captures and replays of the CUDA graphs of the general path's time loops
@@ -152,7 +155,7 @@ std::vector<int64_t> cpu_fused_step_layers(
     int64_t add_forward,
     int64_t add_backward) {
   std::vector<int64_t> counts =
-      cpu_fused_step_switch().add_layers(add_forward, add_backward);
+      cpu_fused_step_switch().add_layers({add_forward, add_backward, 0, 0});
   counts.resize(2); // [forward, backward]: nothing stacks on the CPU
   return counts;
 }
@@ -185,7 +188,8 @@ bool cpu_fused_step_enabled() {
 }
 
 void count_cpu_fused_step_layer(bool backward) {
-  cpu_fused_step_switch().add_layers(backward ? 0 : 1, backward ? 1 : 0);
+  cpu_fused_step_switch().add_layers(
+      {backward ? 0 : 1, backward ? 1 : 0, 0, 0});
 }
 
 } // namespace deeprnn
@@ -271,13 +275,13 @@ TORCH_LIBRARY(deeprnn, m) {
   // tests and benchmarks; a build without CUDA kernels has it too.
   m.def("_cuda_fast_path(int enable=-1) -> int");
   // How many layers the CUDA fast paths have run in this process, forward
-  // and backward, and of the forward ones those the stack kernel ran (the
+  // and backward, and of those the layers the stack kernels ran (the
   // wavefront across a stack's layers), after adding the arguments (the
   // CUDA kernels add 1 per layer; tests read them with the defaults):
-  // [forward, backward, stacked].
+  // [forward, backward, stacked forward, stacked backward].
   m.def(
       "_cuda_fast_path_layers(int add_forward=0, int add_backward=0, "
-      "int add_stacked=0) -> int[]");
+      "int add_stacked_forward=0, int add_stacked_backward=0) -> int[]");
   // How many time loops of the general CUDA path have been captured as CUDA
   // graphs in this process, and how many replayed, after adding the
   // arguments (the CUDA kernels add 1 each; tests read them with the

@@ -86,7 +86,8 @@ struct EmulatedDevice {
   int64_t threads = persistent::kThreads;
   bool stack = false; // whether stacks that fit take the stack kernel
   std::mt19937_64 rng{0};
-  int64_t forward_launches = 0, backward_launches = 0, stack_launches = 0;
+  int64_t forward_launches = 0, backward_launches = 0;
+  int64_t stack_launches = 0, stack_backward_launches = 0;
 };
 
 EmulatedDevice& device() {
@@ -231,6 +232,36 @@ bool emulate_stack(const persistent::StackParams<scalar_t>& p) {
   return true;
 }
 
+// The stack backward kernel: per wavefront step, every block's pointwise
+// part (dy product, phase A), the grid barrier, every block's phase B.
+template <typename scalar_t>
+bool emulate_stack_backward(
+    const persistent::StackBackwardParams<scalar_t>& p) {
+  const Geometry& geo = p.layers[0].geo;
+  const int64_t blocks = p.L * p.blocks_per_layer;
+  SharedMemory shared(geo, blocks);
+  HostBlock block{geo.threads};
+  for (const int64_t b : shuffled(blocks)) {
+    const persistent::Shared<scalar_t> sh(geo, shared.base(b));
+    block.for_threads([&](int64_t thread, int64_t threads) {
+      persistent::load_stack_backward_weights(p, b, sh, thread, threads);
+    });
+  }
+  for (int64_t wave = 0; wave < p.layers[0].T + p.L - 1; ++wave) {
+    for (const int64_t b : shuffled(blocks)) {
+      const persistent::Shared<scalar_t> sh(geo, shared.base(b));
+      persistent::stack_backward_pointwise(p, b, sh, wave, block);
+    }
+    // grid.sync()
+    for (const int64_t b : shuffled(blocks)) {
+      const persistent::Shared<scalar_t> sh(geo, shared.base(b));
+      persistent::stack_backward_product(p, b, sh, wave, block);
+    }
+  }
+  ++device().stack_backward_launches;
+  return true;
+}
+
 template <typename scalar_t>
 Geometry emulated_geometry(
     persistent::Pass pass,
@@ -322,6 +353,50 @@ struct EmulatedBackend {
         plan,
         emulated_geometry<scalar_t>(persistent::Pass::Forward, cfg, 2),
         emulate_stack<scalar_t>);
+  }
+
+  template <typename scalar_t>
+  static bool backward_stack(
+      const RNNConfig& cfg,
+      const std::vector<CellParams>& cells,
+      const Tensor& input,
+      const Tensor& output,
+      const Tensor& h0,
+      const Tensor& c0,
+      const std::vector<LayerReserve>& saved,
+      const Tensor& dy,
+      const Tensor& dhy,
+      const Tensor& dcy,
+      bool need_input_grad,
+      bool need_param_grads,
+      Tensor& dx,
+      const Tensor& dhx,
+      const Tensor& dcx,
+      std::vector<Tensor>& dparams,
+      const LengthsPlan* plan) {
+    if (!device().stack || !persistent::stack_applies(cfg)) {
+      return false;
+    }
+    return persistent::backward_stack<scalar_t>(
+        cfg,
+        cells,
+        input,
+        output,
+        h0,
+        c0,
+        saved,
+        dy,
+        dhy,
+        dcy,
+        need_input_grad,
+        need_param_grads,
+        dx,
+        dhx,
+        dcx,
+        dparams,
+        plan,
+        emulated_geometry<scalar_t>(persistent::Pass::Backward, cfg, 2),
+        emulate_stack_backward<scalar_t>);
   }
 
   // cuda/rnn_cuda.cu's backward_layer around the persistent time loop.
@@ -585,10 +660,13 @@ void check_case(const Case& c, double tol) {
         lengths);
   };
   const int64_t backward_before = dev.backward_launches;
+  const int64_t stack_backward_before = dev.stack_backward_launches;
   const auto grads_got = backward(deeprnn::rnn_backward<EmulatedBackend>, got);
   const auto grads_want = backward(
       [](const auto&... args) { return cpu_backward().call(args...); }, want);
-  ASSERT_EQ(dev.backward_launches - backward_before, c.L);
+  ASSERT_EQ(
+      dev.stack_backward_launches - stack_backward_before, stacked ? 1 : 0);
+  ASSERT_EQ(dev.backward_launches - backward_before, stacked ? 0 : c.L);
   EXPECT_TRUE(deeprnn_test::tensors_close(
       std::get<0>(grads_got), std::get<0>(grads_want), tol))
       << "grad input";

@@ -128,14 +128,20 @@ def _fast_path(enable=-1):
 def _fast_layers():
     """Layers the persistent kernels have run in this process: (forward,
     backward)."""
-    forward, backward, _ = torch.ops.deeprnn._cuda_fast_path_layers()
+    forward, backward = torch.ops.deeprnn._cuda_fast_path_layers()[:2]
     return forward, backward
 
 
 def _stacked_layers():
-    """Of the forward layers, those the stack kernel (the wavefront across a
-    stack's layers) has run in this process."""
-    return torch.ops.deeprnn._cuda_fast_path_layers()[2]
+    """Of those, the layers the stack kernels (the wavefront across a stack's
+    layers) have run in this process: (forward, backward)."""
+    forward, backward = torch.ops.deeprnn._cuda_fast_path_layers()[2:]
+    return forward, backward
+
+
+def _stacked_since(before):
+    now = _stacked_layers()
+    return now[0] - before[0], now[1] - before[1]
 
 
 def _layers_since(before):
@@ -173,7 +179,7 @@ def _write_report():
         "errors": REPORT.kinds,
         "paths": PATHS,
         "fast_path_layers": list(_fast_layers()),
-        "stacked_layers": _stacked_layers(),
+        "stacked_layers": list(_stacked_layers()),
         "loop_graphs": list(_loop_graphs()),
     }
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -1142,12 +1148,13 @@ def test_fast_path_runs_where_it_fits(cuda_path, mode, bidirectional, dtype, wit
     lengths = _lengths(SEQ_LEN, BATCH) if with_lengths else None
     stacked = _stacked_layers()
     general, fast, layers = _both_paths(module, x, h0, c0, lengths)
-    stacked = _stacked_layers() - stacked
+    stacked = _stacked_since(stacked)
     case = f"{mode}-{'bi' if bidirectional else 'uni'}-{DTYPE_IDS[dtype]}-" \
            f"{'lengths' if with_lengths else 'full'}"
     assert layers == (2, 2), f"{case}: the fast path ran {layers} of 2 layers (fwd, bwd)"
-    # One direction: both layers in one launch of the stack kernel.
-    assert stacked == (0 if bidirectional else 2), f"{case}: {stacked} layers stacked"
+    # One direction: both layers in one launch of the stack kernels, each way.
+    expected = (0, 0) if bidirectional else (2, 2)
+    assert stacked == expected, f"{case}: {stacked} layers stacked (fwd, bwd)"
     bounds = None
     if dtype in (torch.float16, torch.bfloat16):
         # Both paths round alike, but sum the recurrent products in another
@@ -1190,11 +1197,11 @@ def test_fast_path_matches_cudnn_with_dropout_and_batch_first(cuda_path, mode):
 @pytest.mark.parametrize("num_layers", [3, 8, 9])
 @pytest.mark.parametrize("mode", MODES)
 def test_fast_path_wavefront_takes_unidirectional_stacks(cuda_path, mode, num_layers):
-    """The stack kernel (the wavefront across the layers, csrc/cuda/
-    persistent.cuh) runs a unidirectional stack of up to 8 layers in one
-    launch, inference and training, with lengths, against the general path
-    and cuDNN in float64; 9 layers, or dropout in training, run layer by
-    layer on the per-layer kernels."""
+    """The stack kernels (the wavefront across the layers, csrc/cuda/
+    persistent.cuh) run a unidirectional stack of up to 8 layers in one
+    launch each way, inference and training, with lengths, against the
+    general path and cuDNN in float64; 9 layers, or dropout in training, run
+    layer by layer on the per-layer kernels."""
     torch.manual_seed(1104)
     module = _module(mode, torch.float64, num_layers, False, False, True, 0)
     x = _input(module)
@@ -1205,8 +1212,9 @@ def test_fast_path_wavefront_takes_unidirectional_stacks(cuda_path, mode, num_la
     for train in (False, True):
         stacked = _stacked_layers()
         general, fast, layers = _both_paths(module, x, h0, c0, lengths, train=train)
-        assert layers[0] == num_layers, f"{case}: {layers[0]} forward layers on the fast path"
-        assert _stacked_layers() - stacked == expected_stacked, f"{case}: stacked"
+        assert layers == (num_layers, num_layers if train else 0), f"{case}: {layers} layers"
+        assert _stacked_since(stacked) == (expected_stacked, expected_stacked if train else 0), \
+            f"{case}: {_stacked_since(stacked)} layers stacked (fwd, bwd)"
         _compare_paths(f"{case}-{'train' if train else 'infer'}", general, fast, torch.float64)
     expected = _run(_reference, module, x, h0, c0, None)
     _fast_path(1)
@@ -1217,8 +1225,8 @@ def test_fast_path_wavefront_takes_unidirectional_stacks(cuda_path, mode, num_la
     stacked = _stacked_layers()
     before = _fast_layers()
     _run(_ours, module, x, h0, c0, None, dropout=0.3)
-    assert _layers_since(before)[0] == num_layers
-    assert _stacked_layers() == stacked, f"{case}: dropout took the stack kernel"
+    assert _layers_since(before) == (num_layers, num_layers)
+    assert _stacked_layers() == stacked, f"{case}: dropout took the stack kernels"
 
 
 def _loop_graphs():
