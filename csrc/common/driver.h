@@ -116,7 +116,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
         input.scalar_type(),
         Backend::kForwardName,
         [&] {
+          // The dropout masks between the layers, drawn as each layer ends
+          // or, for a backend that may run the layers in one go, all
+          // before (the same draws in the same order: the same masks).
+          std::vector<at::Tensor> masks(L);
+          auto draw_mask = [&](int64_t l) {
+            at::Tensor storage = saved[l].mask.defined()
+                ? saved[l].mask
+                : at::empty({T, B, D * P}, opts);
+            masks[l] = draw_dropout_mask(storage, cfg.dropout);
+          };
           if constexpr (HasForwardStack<Backend>::value) {
+            if (cfg.uses_dropout()) {
+              for (const auto l : c10::irange(L - 1)) {
+                draw_mask(l);
+              }
+            }
             if (Backend::template forward_stack<scalar_t>(
                     cfg,
                     cells,
@@ -124,6 +139,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
                     h0,
                     c0,
                     saved,
+                    masks,
                     output,
                     hy,
                     cy,
@@ -151,10 +167,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_forward(
                 plan ? &*plan : nullptr);
             if (!last) {
               if (cfg.uses_dropout()) {
-                at::Tensor mask = saved[l].mask.defined()
-                    ? saved[l].mask
-                    : at::empty({T, B, D * P}, opts);
-                layer_input = y * draw_dropout_mask(mask, cfg.dropout);
+                if (!masks[l].defined()) {
+                  draw_mask(l);
+                }
+                layer_input = y * masks[l];
               } else {
                 layer_input = y;
               }

@@ -1,8 +1,8 @@
 // The persistent kernels (cuda/persistent.cuh), forward layer, backward
 // time loop and the stack kernels (the wavefront across a unidirectional
-// stack's layers, forward and backward): the cooperative launches, the check that a layer (a
-// stack) fits a co-resident grid, and the process-wide switch of the CUDA
-// fast paths.
+// stack's layers, forward and backward): the cooperative launches, the check
+// that a layer (a stack) fits a co-resident grid, and the process-wide switch
+// of the CUDA fast paths.
 //
 // Status: UNVERIFIED. Written and compile-checked on machines without a
 // GPU; their per-block code runs there in a host emulation
@@ -22,19 +22,13 @@
 // path's reserve, and either backward runs on either reserve. Around the
 // backward loop the weight gradients and dx stay the general path's GEMMs.
 // A whole forward takes the stack kernel first where stack_applies (one
-// direction, 2 to 8 layers, no dropout between them) and all its layers'
-// W_hh and W_ih slices fit at once; DEEPRNN_CUDA_FAST_PATH_WAVEFRONT=0 turns
-// that off (the layers then take the kernels above one by one).
-//
-// A stack's backward takes the stack backward kernel under the same
-// conditions (its time loops; the GEMMs after them as on the general path).
-//
-// Designed, not built yet: the wavefront with dropout between layers (the
-// driver would draw every mask before the launch, in its order, which
-// gives the same masks; the kernels would multiply the layer below's h_t
-// and the layer above's dx by them). The general path's time loops go
-// through CUDA graphs with the same switch (cuda/loop_graphs.h,
-// cuda/rnn_cuda.cu).
+// direction, 2 to 8 layers, no projection; dropout between them or not) and
+// all its layers' W_hh and W_ih slices fit at once; a stack's backward
+// takes the stack backward kernel under the same conditions (its time
+// loops; the GEMMs after them as on the general path).
+// DEEPRNN_CUDA_FAST_PATH_WAVEFRONT=0 turns both off (the layers then take
+// the kernels above one by one). The general path's time loops go through
+// CUDA graphs with the same switch (cuda/loop_graphs.h, cuda/rnn_cuda.cu).
 
 #include "cuda/persistent.cuh"
 
@@ -403,6 +397,7 @@ bool try_persistent_forward_stack(
     const at::Tensor& h0,
     const at::Tensor& c0,
     const std::vector<LayerReserve>& saved,
+    const std::vector<at::Tensor>& masks,
     const at::Tensor& output,
     const at::Tensor& hy,
     const at::Tensor& cy,
@@ -416,6 +411,11 @@ bool try_persistent_forward_stack(
     if ((r.output.defined() && !r.output.is_contiguous()) ||
         (r.gates.defined() && !r.gates.is_contiguous()) ||
         (r.cells.defined() && !r.cells.is_contiguous())) {
+      return false;
+    }
+  }
+  for (const at::Tensor& mask : masks) {
+    if (mask.defined() && !mask.is_contiguous()) {
       return false;
     }
   }
@@ -437,6 +437,7 @@ bool try_persistent_forward_stack(
       h0,
       c0,
       saved,
+      masks,
       output,
       hy,
       cy,
@@ -613,6 +614,7 @@ bool try_persistent_backward_loop(
       const at::Tensor&,                                \
       const at::Tensor&,                                \
       const std::vector<LayerReserve>&,                 \
+      const std::vector<at::Tensor>&,                   \
       const at::Tensor&,                                \
       const at::Tensor&,                                \
       const at::Tensor&,                                \

@@ -575,10 +575,14 @@ C10_HOST_DEVICE inline void forward_step(
 // general path's, and the general backward runs on it. Layer 0's input
 // projection stays one GEMM before the launch.
 //
+// Dropout between layers: the driver draws every mask before the launch
+// (the same draws in the same order as between layer launches: the same
+// masks), and the input projection multiplies the layer below's h_t by its
+// mask as it loads it.
+//
 // Fits (stack_applies, then choose_geometry with L groups and two weight
-// slices): one direction, no projection, no dropout between layers (the
-// driver draws the masks between layer launches), 2 <= L <= kMaxStackLayers,
-// and all L layers' W_hh and W_ih slices co-resident.
+// slices): one direction, no projection, 2 <= L <= kMaxStackLayers, and all
+// L layers' W_hh and W_ih slices co-resident.
 
 constexpr int64_t kMaxStackLayers = 8;
 
@@ -588,6 +592,9 @@ struct StackParams {
   int64_t blocks_per_layer = 0;
   ForwardParams<scalar_t> layers[kMaxStackLayers]; // D = 1, the same geo
   const scalar_t* w_ih[kMaxStackLayers] = {}; // [G*H, H], layers >= 1
+  // [T, B, H] the dropout mask on layer l's output as the next layer's
+  // input (scaled by 1/(1-p)), or null without dropout
+  const scalar_t* mask[kMaxStackLayers] = {};
 };
 
 // Phase 0 of the stack kernel for block `block`: its layer's W_hh rows and,
@@ -609,11 +616,14 @@ C10_HOST_DEVICE inline void load_stack_weights(
 }
 
 // x_t W_ih^T of the block's units for every batch row, x_t = h_t of the
-// layer below (`x` [T, B, H], that layer's output), into the layer's gates.
+// layer below (`x` [T, B, H], that layer's output) times its dropout mask
+// (null: none; the product rounded to scalar_t, as the general path's
+// y * mask), into the layer's gates.
 template <typename scalar_t, typename Exec>
 C10_HOST_DEVICE inline void input_projection_step(
     const ForwardParams<scalar_t>& p,
     const scalar_t* x,
+    const scalar_t* mask,
     const Slice& s,
     const Shared<scalar_t>& sh,
     int64_t t,
@@ -624,10 +634,14 @@ C10_HOST_DEVICE inline void input_projection_step(
   for (int64_t b0 = 0; b0 < p.B; b0 += tile) {
     const int64_t rows = p.B - b0 < tile ? p.B - b0 : tile;
     exec.for_threads([&](int64_t thread, int64_t threads) {
-      const scalar_t* x_rows = x + (t * p.B + b0) * H;
+      const int64_t first = (t * p.B + b0) * H;
       for (int64_t index = thread; index < rows * H; index += threads) {
         const int64_t b = index / H, k = index % H;
-        sh_x.h[b * p.geo.h_stride + k] = acc_t(load_coherent(x_rows + index));
+        scalar_t value = load_coherent(x + first + index);
+        if (mask != nullptr) {
+          value = scalar_t(acc_t(value) * acc_t(mask[first + index]));
+        }
+        sh_x.h[b * p.geo.h_stride + k] = acc_t(value);
       }
     });
     exec.sync();
@@ -666,7 +680,8 @@ C10_HOST_DEVICE inline void stack_step(
   }
   const Slice s = slice_of(layer, block % p.blocks_per_layer);
   if (l > 0) {
-    input_projection_step(layer, p.layers[l - 1].y, s, sh, t, exec);
+    input_projection_step(
+        layer, p.layers[l - 1].y, p.mask[l - 1], s, sh, t, exec);
   }
   forward_step(layer, s, sh, t, exec);
 }
@@ -940,6 +955,8 @@ struct StackBackwardParams {
   // [T, B, H] the dy the kernel computes for layers[l] (l < L-1; their
   // layers[l].dy points there too)
   scalar_t* dy[kMaxStackLayers] = {};
+  // [T, B, H] layer l's dropout mask (as in StackParams), or null
+  const scalar_t* mask[kMaxStackLayers] = {};
 };
 
 // Phase 0 of the stack backward kernel for block `block`: the columns of
@@ -997,6 +1014,7 @@ C10_HOST_DEVICE inline void stack_backward_pointwise(
     // dy is written by the block's own threads and read by them in phase
     // A; the layer above's dG_x is complete since the last grid barrier.
     scalar_t* dy = p.dy[l];
+    const scalar_t* mask = p.mask[l];
     for (int64_t b0 = 0; b0 < place.rows; b0 += tile) {
       const int64_t running = place.rows - b0 < tile ? place.rows - b0 : tile;
       exec.for_threads([&](int64_t thread, int64_t threads) {
@@ -1018,8 +1036,14 @@ C10_HOST_DEVICE inline void stack_backward_pointwise(
         for (int64_t index = thread; index < running * s.units;
              index += threads) {
           const int64_t bl = index / s.units, u = index % s.units;
-          dy[(place.t * layer.B + b0 + bl) * H + s.j0 + u] =
-              scalar_t(acc_t(sh_x.pre[bl * layer.geo.rows + u]));
+          const int64_t at = (place.t * layer.B + b0 + bl) * H + s.j0 + u;
+          // dx of the layer above, rounded as the general path's GEMM
+          // output, times the mask (the general path's dx * mask)
+          scalar_t value = scalar_t(sh_x.pre[bl * layer.geo.rows + u]);
+          if (mask != nullptr) {
+            value = scalar_t(acc_t(value) * acc_t(mask[at]));
+          }
+          dy[at] = value;
         }
       });
       exec.sync();
@@ -1220,12 +1244,11 @@ bool backward_loop(
   return launch(p);
 }
 
-// Whether a stack may take the stack kernel, before its geometry is asked
-// (see the Wavefront notes above).
+// Whether a stack may take the stack kernels, before their geometry is
+// asked (see the Wavefront notes above).
 inline bool stack_applies(const RNNConfig& cfg) {
-  return cfg.num_directions == 1 && !cfg.has_proj && !cfg.uses_dropout() &&
-      cfg.num_layers >= 2 && cfg.num_layers <= kMaxStackLayers &&
-      cfg.batch > 0 && cfg.seq_len > 0;
+  return cfg.num_directions == 1 && !cfg.has_proj && cfg.num_layers >= 2 &&
+      cfg.num_layers <= kMaxStackLayers && cfg.batch > 0 && cfg.seq_len > 0;
 }
 
 // Every layer's forward in one `launch(params)` of the stack kernel, with
@@ -1238,6 +1261,7 @@ bool forward_stack(
     const at::Tensor& h0, // [L, B, H]
     const at::Tensor& c0, // [L, B, H] (LSTM)
     const std::vector<LayerReserve>& saved, // per layer, pieces or undefined
+    const std::vector<at::Tensor>& masks, // per layer, dropout or undefined
     const at::Tensor& output, // [T, B, H] out: the last layer's output
     const at::Tensor& hy, // [L, B, H] out
     const at::Tensor& cy, // [L, B, H] out (LSTM)
@@ -1281,6 +1305,10 @@ bool forward_stack(
       const at::Tensor w_ih = cells[l].w_ih.contiguous();
       p.w_ih[l] = w_ih.data_ptr<scalar_t>();
       keep.push_back(w_ih);
+    }
+    if (l < L - 1 && masks[l].defined()) {
+      TORCH_INTERNAL_ASSERT(masks[l].is_contiguous());
+      p.mask[l] = masks[l].data_ptr<scalar_t>();
     }
     const at::Tensor bias_x = input_bias(cfg, cells, l, opts).contiguous();
     const at::Tensor bias_hn = cfg.mode == Mode::GRU
@@ -1378,6 +1406,10 @@ bool backward_stack(
       p.w_ih[l] = w_ih.data_ptr<scalar_t>();
       keep.push_back(w_ih);
     }
+    if (l < L - 1 && cfg.uses_dropout()) {
+      TORCH_INTERNAL_ASSERT(r.mask.defined() && r.mask.is_contiguous());
+      p.mask[l] = r.mask.data_ptr<scalar_t>();
+    }
     const at::Tensor w_hh = stacked_w_hh(cfg, cells, l);
     BackwardParams<scalar_t>& layer = p.layers[l];
     layer.cell = cell_of(cfg.mode);
@@ -1412,11 +1444,14 @@ bool backward_stack(
   }
   for (int64_t l = L - 1; l >= 0; --l) {
     at::Tensor layer_dx;
+    const at::Tensor layer_input = l == 0 ? input
+        : cfg.uses_dropout() ? saved[l - 1].output * saved[l - 1].mask
+                             : saved[l - 1].output;
     layer_weight_and_input_gradients(
         cfg,
         cells,
         l,
-        l == 0 ? input : saved[l - 1].output,
+        layer_input,
         ys[l],
         h0,
         saved[l],
@@ -1476,6 +1511,7 @@ bool try_persistent_forward_stack(
     const at::Tensor& h0,
     const at::Tensor& c0,
     const std::vector<LayerReserve>& saved,
+    const std::vector<at::Tensor>& masks,
     const at::Tensor& output,
     const at::Tensor& hy,
     const at::Tensor& cy,

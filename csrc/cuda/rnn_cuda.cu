@@ -43,9 +43,9 @@
 //     the time loop of its backward, where the layer fits;
 //   - the stack kernels (cuda/persistent.cuh, the wavefront) take the
 //     whole forward, and the time loops of the whole backward, of a
-//     unidirectional stack of 2 to 8 layers without dropout where all of it
-//     fits (CudaBackend::forward_stack / backward_stack, tried by the driver
-//     before its layer loops);
+//     unidirectional stack of 2 to 8 layers where all of it fits
+//     (CudaBackend::forward_stack / backward_stack, tried by the driver before
+//     its layer loops);
 //   - every other layer and pass runs the general path above, whose time
 //     loops go through CUDA graphs (cuda/loop_graphs.h, run_time_loop
 //     below): captured on a key's second sight, replayed after, so that T
@@ -714,12 +714,13 @@ struct CudaBackend {
       const Tensor& h0,
       const Tensor& c0,
       const std::vector<LayerReserve>& saved,
+      const std::vector<Tensor>& masks,
       const Tensor& output,
       const Tensor& hy,
       const Tensor& cy,
       const LengthsPlan* plan) {
     return cuda::try_persistent_forward_stack<scalar_t>(
-        cfg, cells, input, h0, c0, saved, output, hy, cy, plan);
+        cfg, cells, input, h0, c0, saved, masks, output, hy, cy, plan);
   }
   template <typename scalar_t>
   static bool backward_stack(

@@ -333,6 +333,7 @@ struct EmulatedBackend {
       const Tensor& h0,
       const Tensor& c0,
       const std::vector<LayerReserve>& saved,
+      const std::vector<Tensor>& masks,
       const Tensor& output,
       const Tensor& hy,
       const Tensor& cy,
@@ -347,6 +348,7 @@ struct EmulatedBackend {
         h0,
         c0,
         saved,
+        masks,
         output,
         hy,
         cy,
@@ -610,10 +612,10 @@ void check_case(const Case& c, double tol) {
   const auto got = forward(deeprnn::rnn_forward<EmulatedBackend>);
   const auto want =
       forward([](const auto&... args) { return cpu_forward().call(args...); });
-  // Unidirectional stacks without dropout take the stack kernel when it is
-  // on; everything else runs layer by layer.
+  // Unidirectional stacks take the stack kernels when they are on;
+  // everything else runs layer by layer.
   const bool stacked = c.stack && !c.bidirectional && c.L >= 2 &&
-      c.dropout == 0.0 && c.L <= persistent::kMaxStackLayers;
+      c.L <= persistent::kMaxStackLayers;
   ASSERT_EQ(dev.stack_launches - stacks_before, stacked ? 1 : 0);
   ASSERT_EQ(dev.forward_launches - launches_before, stacked ? 0 : c.L);
   EXPECT_TRUE(
@@ -711,9 +713,11 @@ TEST(CudaEmulation, PersistentKernelsMatchTheCpuKernelsInFloat32) {
   }
 }
 
-// The stack kernel (the wavefront across the layers) on every stack it
-// takes: one direction, no dropout, 2 to kMaxStackLayers layers; and a stack
-// one layer deeper, which it leaves to the layer-by-layer kernels.
+// The stack kernels (the wavefront across the layers) on every stack they
+// take: one direction, 2 to kMaxStackLayers layers, a third with dropout
+// between them (drawn before the launch, the same masks as the CPU's drawn
+// between layers); and a stack one layer deeper, which they leave to the
+// layer-by-layer kernels.
 TEST(CudaEmulation, StackKernelMatchesTheCpuKernels) {
   std::mt19937_64 rng(31);
   device().rng.seed(3);
@@ -723,7 +727,7 @@ TEST(CudaEmulation, StackKernelMatchesTheCpuKernels) {
     const bool float64 = i % 4 != 3 || i >= 150;
     Case c = random_case(rng, float64 ? at::kDouble : at::kFloat);
     c.bidirectional = false;
-    c.dropout = 0.0;
+    c.dropout = i % 3 == 0 ? 0.4 : 0.0; // the same masks on both sides
     c.stack = true;
     c.L = i < 150 ? 2 + i % 3 : persistent::kMaxStackLayers + i % 2;
     if (!float64) {

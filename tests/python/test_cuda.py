@@ -1200,8 +1200,9 @@ def test_fast_path_wavefront_takes_unidirectional_stacks(cuda_path, mode, num_la
     """The stack kernels (the wavefront across the layers, csrc/cuda/
     persistent.cuh) run a unidirectional stack of up to 8 layers in one
     launch each way, inference and training, with lengths, against the
-    general path and cuDNN in float64; 9 layers, or dropout in training, run
-    layer by layer on the per-layer kernels."""
+    general path and cuDNN in float64, and with dropout between the layers
+    (the same masks as the general path's: the same seed gives the same
+    results); 9 layers run layer by layer on the per-layer kernels."""
     torch.manual_seed(1104)
     module = _module(mode, torch.float64, num_layers, False, False, True, 0)
     x = _input(module)
@@ -1220,13 +1221,18 @@ def test_fast_path_wavefront_takes_unidirectional_stacks(cuda_path, mode, num_la
     _fast_path(1)
     got = _run(_ours, module, x, h0, c0, None, upstream=expected[2])
     _compare_runs("stack kernel vs cuDNN f64", case, got, expected, *TOLERANCES[torch.float64])
-    # Dropout between layers in training: the masks come between layer
-    # launches, so the layers run one by one.
-    stacked = _stacked_layers()
-    before = _fast_layers()
-    _run(_ours, module, x, h0, c0, None, dropout=0.3)
-    assert _layers_since(before) == (num_layers, num_layers)
-    assert _stacked_layers() == stacked, f"{case}: dropout took the stack kernels"
+    # Dropout between layers in training: the driver draws every mask
+    # before the launch, in the order the general path draws them.
+    results = []
+    for enable in (0, 1):
+        _fast_path(enable)
+        stacked = _stacked_layers()
+        torch.manual_seed(78)
+        results.append(_run(_ours, module, x, h0, c0, lengths, upstream=expected[2],
+                            dropout=0.4))
+        assert _stacked_since(stacked) == ((expected_stacked,) * 2 if enable else (0, 0))
+    _compare_runs("stack kernel vs general path, dropout, f64", case, results[1], results[0],
+                  *TOLERANCES[torch.float64])
 
 
 def _loop_graphs():
