@@ -112,8 +112,8 @@ struct Geometry {
   int64_t threads = kThreads;
   // Byte offsets in shared memory: results [tile_rows, rows] acc_t, the
   // vector tile (h_{t-1} or dG_t) [tile_rows, h_stride] acc_t, and
-  // W [rows, w_stride] scalar_t. The stack kernel (wavefront, below) adds
-  // the block's rows of W_ih [rows, w_stride] at x_offset (0: none).
+  // W [rows, w_stride] scalar_t. The stack kernels (wavefront, below) add a
+  // second weight slice [rows, w_stride] at x_offset (0: none).
   int64_t pre_offset = 0, h_offset = 0, w_offset = 0, x_offset = 0;
   int64_t shared_bytes = 0;
 };
@@ -123,8 +123,9 @@ inline int64_t round_up(int64_t value, int64_t multiple) {
 }
 
 // The layout of one block's shared memory for `units` per block;
-// `weight_slices` 2 for the stack kernel's W_ih beside W_hh (forward, with
-// the layer's input as wide as its output).
+// `weight_slices` 2 for the stack kernels, whose second slice has the shape
+// of the first (forward: the block's rows of W_ih, the layer's input being
+// as wide as its output; backward: its columns of the next layer's W_ih).
 inline Geometry make_geometry(
     Pass pass,
     int64_t hidden,
@@ -299,7 +300,7 @@ struct Shared {
   acc_t* pre; // [tile_rows, rows] the products (h_{t-1} W_hh^T, dG_t W_hh)
   acc_t* h; // [tile_rows, h_stride] the tile's vectors (h_{t-1}, dG_t)
   scalar_t* w; // [rows, w_stride] the block's slice of W_hh (or W_hh^T)
-  scalar_t* w_x; // [rows, w_stride] the stack kernel's slice of W_ih, or null
+  scalar_t* w_x; // [rows, w_stride] the stack kernels' W_ih slice, or null
 
   C10_HOST_DEVICE Shared(const Geometry& geo, unsigned char* base)
       : pre(reinterpret_cast<acc_t*>(base + geo.pre_offset)),

@@ -214,23 +214,29 @@ cuda::LoopKey loop_key(
   return key;
 }
 
-// Runs `loop` (a time loop whose launches depend on nothing but `key`) on
-// the current stream: eagerly, or captured into a CUDA graph and replayed
-// (cuda/loop_graphs.h for the policy). A stream that is itself being
-// captured (the caller's own CUDA graph) runs it eagerly into that capture.
-template <typename Loop>
+// Runs `loop` (a time loop whose launches depend on nothing but the key
+// `make_key()` returns) on the current stream: eagerly, or captured into a
+// CUDA graph and replayed (cuda/loop_graphs.h for the policy). A stream that
+// is itself being captured (the caller's own CUDA graph) runs it eagerly
+// into that capture. With the graphs off, the key is never made.
+template <typename MakeKey, typename Loop>
 void run_time_loop(
-    const cuda::LoopKey& key,
+    const MakeKey& make_key,
     const at::TensorOptions& options,
     const Loop& loop) {
+  if (!loop_graphs_enabled()) {
+    loop();
+    return;
+  }
   const c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream();
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   C10_CUDA_CHECK(cudaStreamIsCapturing(current.stream(), &status));
-  if (status != cudaStreamCaptureStatusNone || !loop_graphs_enabled()) {
+  if (status != cudaStreamCaptureStatusNone) {
     loop();
     return;
   }
   using Action = cuda::LoopGraphCache<at::cuda::CUDAGraph>::Action;
+  const cuda::LoopKey key = make_key();
   auto [action, graph] = loop_graphs().lookup(key);
   if (action == Action::kReplay) {
     graph->replay();
@@ -241,7 +247,7 @@ void run_time_loop(
     loop();
     return;
   }
-  // Captured on a side stream (torch captures on no default stream), with
+  // Captured on a side stream (torch refuses the default stream), with
   // this thread's calls alone held to the capture rules; nothing runs
   // during a capture, so the replay on the current stream then runs the
   // loop after the work queued before it.
@@ -354,23 +360,26 @@ void forward_layer(
 
   // The loop's launches depend on these buffers, the sizes and the plan:
   // the key of its CUDA graph.
-  cuda::LoopKey key = loop_key(0, cfg, plan, y);
-  key.add(gates)
-      .add(recurrent)
-      .add(h_state)
-      .add(c_state)
-      .add(saved.cells)
-      .add(hidden)
-      .add(y)
-      .add(bias_x)
-      .add(bias_hn)
-      .add(w_hh_t);
-  if (cfg.has_proj) {
-    for (const auto d : c10::irange(D)) {
-      key.add(cells[layer * D + d].w_hr);
+  auto make_key = [&] {
+    cuda::LoopKey key = loop_key(0, cfg, plan, y);
+    key.add(gates)
+        .add(recurrent)
+        .add(h_state)
+        .add(c_state)
+        .add(saved.cells)
+        .add(hidden)
+        .add(y)
+        .add(bias_x)
+        .add(bias_hn)
+        .add(w_hh_t);
+    if (cfg.has_proj) {
+      for (const auto d : c10::irange(D)) {
+        key.add(cells[layer * D + d].w_hr);
+      }
     }
-  }
-  run_time_loop(key, opts, [&] {
+    return key;
+  };
+  run_time_loop(make_key, opts, [&] {
     for (const auto step : c10::irange(T)) {
       int64_t rows_max = 0;
       for (const auto d : c10::irange(D)) {
@@ -539,27 +548,30 @@ void backward_layer(
   if (!persistent) {
     // The general loop where the persistent one did not run, through a CUDA
     // graph keyed by its buffers, sizes and plan (as in forward).
-    cuda::LoopKey key = loop_key(1, cfg, plan, y);
-    key.add(dgates_x)
-        .add(dgates_h)
-        .add(dgates_step)
-        .add(dh_carry)
-        .add(dc_carry)
-        .add(dh_total)
-        .add(dh_pre_projection)
-        .add(w_hh)
-        .add(h_initial)
-        .add(c_initial)
-        .add(saved.gates)
-        .add(saved.cells)
-        .add(y)
-        .add(dy);
-    if (cfg.has_proj) {
-      for (const auto d : c10::irange(D)) {
-        key.add(cells[layer * D + d].w_hr);
+    auto make_key = [&] {
+      cuda::LoopKey key = loop_key(1, cfg, plan, y);
+      key.add(dgates_x)
+          .add(dgates_h)
+          .add(dgates_step)
+          .add(dh_carry)
+          .add(dc_carry)
+          .add(dh_total)
+          .add(dh_pre_projection)
+          .add(w_hh)
+          .add(h_initial)
+          .add(c_initial)
+          .add(saved.gates)
+          .add(saved.cells)
+          .add(y)
+          .add(dy);
+      if (cfg.has_proj) {
+        for (const auto d : c10::irange(D)) {
+          key.add(cells[layer * D + d].w_hr);
+        }
       }
-    }
-    run_time_loop(key, opts, [&] {
+      return key;
+    };
+    run_time_loop(make_key, opts, [&] {
       for (const auto step : c10::irange(T)) {
         int64_t rows_max = 0;
         for (const auto d : c10::irange(D)) {

@@ -30,8 +30,7 @@ namespace {
 // A process-wide switch of an optional kernel path and the number of layers
 // the path has run, [forward, backward, stacked forward, stacked backward]
 // (stacked: of those, the layers that ran in one launch with the rest of
-// their stack): behind
-// the private operators
+// their stack): behind the private operators
 // _cuda_fast_path(_layers) and _cpu_fused_step(_layers). Its first value
 // comes from an environment variable: unset or empty gives `fallback`, "0"
 // off, "1" on, anything else `fallback` with a warning.
