@@ -71,6 +71,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -180,13 +181,18 @@ void count_graph(bool captured) {
   op.call(captured ? 1 : 0, captured ? 0 : 1);
 }
 
-// The start of a time loop's key: what a loop's launches depend on besides
-// its buffers (which the caller adds).
+// The key of a time loop of layer `layer`: what its launches depend on,
+// `buffers` being every tensor the loop reads or writes besides the
+// layer's weights (added here: W_hh through the caller's buffers, W_hr
+// with projection).
 cuda::LoopKey loop_key(
     int64_t pass,
     const RNNConfig& cfg,
+    const std::vector<CellParams>& cells,
+    int64_t layer,
     const LengthsPlan* plan,
-    const Tensor& like) {
+    const Tensor& like,
+    std::initializer_list<Tensor> buffers) {
   auto& context = at::globalContext();
   cuda::LoopKey key;
   key.add(pass)
@@ -210,6 +216,14 @@ cuda::LoopKey loop_key(
     key.add(plan->active);
   } else {
     key.add(-1);
+  }
+  for (const Tensor& buffer : buffers) {
+    key.add(buffer);
+  }
+  if (cfg.has_proj) {
+    for (const auto d : c10::irange(cfg.num_directions)) {
+      key.add(cells[layer * cfg.num_directions + d].w_hr);
+    }
   }
   return key;
 }
@@ -361,23 +375,23 @@ void forward_layer(
   // The loop's launches depend on these buffers, the sizes and the plan:
   // the key of its CUDA graph.
   auto make_key = [&] {
-    cuda::LoopKey key = loop_key(0, cfg, plan, y);
-    key.add(gates)
-        .add(recurrent)
-        .add(h_state)
-        .add(c_state)
-        .add(saved.cells)
-        .add(hidden)
-        .add(y)
-        .add(bias_x)
-        .add(bias_hn)
-        .add(w_hh_t);
-    if (cfg.has_proj) {
-      for (const auto d : c10::irange(D)) {
-        key.add(cells[layer * D + d].w_hr);
-      }
-    }
-    return key;
+    return loop_key(
+        0,
+        cfg,
+        cells,
+        layer,
+        plan,
+        y,
+        {gates,
+         recurrent,
+         h_state,
+         c_state,
+         saved.cells,
+         hidden,
+         y,
+         bias_x,
+         bias_hn,
+         w_hh_t});
   };
   run_time_loop(make_key, opts, [&] {
     for (const auto step : c10::irange(T)) {
@@ -549,27 +563,27 @@ void backward_layer(
     // The general loop where the persistent one did not run, through a CUDA
     // graph keyed by its buffers, sizes and plan (as in forward).
     auto make_key = [&] {
-      cuda::LoopKey key = loop_key(1, cfg, plan, y);
-      key.add(dgates_x)
-          .add(dgates_h)
-          .add(dgates_step)
-          .add(dh_carry)
-          .add(dc_carry)
-          .add(dh_total)
-          .add(dh_pre_projection)
-          .add(w_hh)
-          .add(h_initial)
-          .add(c_initial)
-          .add(saved.gates)
-          .add(saved.cells)
-          .add(y)
-          .add(dy);
-      if (cfg.has_proj) {
-        for (const auto d : c10::irange(D)) {
-          key.add(cells[layer * D + d].w_hr);
-        }
-      }
-      return key;
+      return loop_key(
+          1,
+          cfg,
+          cells,
+          layer,
+          plan,
+          y,
+          {dgates_x,
+           dgates_h,
+           dgates_step,
+           dh_carry,
+           dc_carry,
+           dh_total,
+           dh_pre_projection,
+           w_hh,
+           h_initial,
+           c_initial,
+           saved.gates,
+           saved.cells,
+           y,
+           dy});
     };
     run_time_loop(make_key, opts, [&] {
       for (const auto step : c10::irange(T)) {

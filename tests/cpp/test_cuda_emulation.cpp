@@ -136,45 +136,70 @@ struct HostBlock {
   }
 };
 
-// The shared memory of every block of a launch, NaN bytes to start with.
-class SharedMemory {
+// A cooperative launch: every block's shared memory (NaN bytes to start
+// with, kept for the whole launch, as on the GPU) and the block Exec.
+template <typename scalar_t>
+class Grid {
  public:
-  SharedMemory(const Geometry& geo, int64_t blocks)
-      : bytes_(geo.shared_bytes),
+  Grid(const Geometry& geo, int64_t blocks)
+      : geo_(geo),
+        blocks_(blocks),
         storage_(
             static_cast<size_t>(blocks),
-            std::vector<double>(static_cast<size_t>(bytes_ / 8 + 2))) {
-    for (auto& block : storage_) {
-      std::memset(block.data(), 0xff, block.size() * sizeof(double));
+            std::vector<double>(static_cast<size_t>(geo.shared_bytes / 8 + 2))),
+        block_{geo.threads} {
+    for (auto& memory : storage_) {
+      std::memset(memory.data(), 0xff, memory.size() * sizeof(double));
     }
   }
-  unsigned char* base(int64_t block) {
-    return reinterpret_cast<unsigned char*>(
-        storage_[static_cast<size_t>(block)].data());
+
+  // Phase 0: load(b, sh, thread, threads) on every thread of every block.
+  template <typename Load>
+  void load(const Load& load) {
+    for (const int64_t b : shuffled(blocks_)) {
+      const persistent::Shared<scalar_t> sh = shared(b);
+      block_.for_threads([&](int64_t thread, int64_t threads) {
+        load(b, sh, thread, threads);
+      });
+    }
+  }
+
+  // What every block does up to the next grid barrier: run(b, sh, block),
+  // the blocks in a shuffled order.
+  template <typename Run>
+  void step(const Run& run) {
+    for (const int64_t b : shuffled(blocks_)) {
+      run(b, shared(b), block_);
+    }
   }
 
  private:
-  int64_t bytes_;
+  persistent::Shared<scalar_t> shared(int64_t b) {
+    return persistent::Shared<scalar_t>(
+        geo_,
+        reinterpret_cast<unsigned char*>(
+            storage_[static_cast<size_t>(b)].data()));
+  }
+
+  Geometry geo_;
+  int64_t blocks_;
   std::vector<std::vector<double>> storage_;
+  HostBlock block_;
 };
 
 template <typename scalar_t>
+using SharedOf = persistent::Shared<scalar_t>;
+
+template <typename scalar_t>
 bool emulate_forward(const persistent::ForwardParams<scalar_t>& p) {
-  const int64_t blocks = p.D * p.geo.blocks_per_direction;
-  SharedMemory shared(p.geo, blocks);
-  HostBlock block{p.geo.threads};
-  for (const int64_t b : shuffled(blocks)) {
-    const persistent::Shared<scalar_t> sh(p.geo, shared.base(b));
-    block.for_threads([&](int64_t thread, int64_t threads) {
-      persistent::load_weights(
-          p, persistent::slice_of(p, b), sh, thread, threads);
-    });
-  }
+  Grid<scalar_t> grid(p.geo, p.D * p.geo.blocks_per_direction);
+  grid.load([&](int64_t b, const SharedOf<scalar_t>& sh, int64_t t, int64_t n) {
+    persistent::load_weights(p, persistent::slice_of(p, b), sh, t, n);
+  });
   for (int64_t step = 0; step < p.T; ++step) {
-    for (const int64_t b : shuffled(blocks)) {
-      const persistent::Shared<scalar_t> sh(p.geo, shared.base(b));
+    grid.step([&](int64_t b, const SharedOf<scalar_t>& sh, HostBlock& block) {
       persistent::forward_step(p, persistent::slice_of(p, b), sh, step, block);
-    }
+    });
   }
   ++device().forward_launches;
   return true;
@@ -182,27 +207,21 @@ bool emulate_forward(const persistent::ForwardParams<scalar_t>& p) {
 
 template <typename scalar_t>
 bool emulate_backward(const persistent::BackwardParams<scalar_t>& p) {
-  const int64_t blocks = p.D * p.geo.blocks_per_direction;
-  SharedMemory shared(p.geo, blocks);
-  HostBlock block{p.geo.threads};
-  for (const int64_t b : shuffled(blocks)) {
-    const persistent::Shared<scalar_t> sh(p.geo, shared.base(b));
-    block.for_threads([&](int64_t thread, int64_t threads) {
-      persistent::load_weights_transposed(
-          p, persistent::slice_of(p, b), sh, thread, threads);
-    });
-  }
+  Grid<scalar_t> grid(p.geo, p.D * p.geo.blocks_per_direction);
+  grid.load([&](int64_t b, const SharedOf<scalar_t>& sh, int64_t t, int64_t n) {
+    persistent::load_weights_transposed(
+        p, persistent::slice_of(p, b), sh, t, n);
+  });
   for (int64_t step = 0; step < p.T; ++step) {
-    for (const int64_t b : shuffled(blocks)) {
+    grid.step([&](int64_t b, const SharedOf<scalar_t>&, HostBlock& block) {
       persistent::backward_step_pointwise(
           p, persistent::slice_of(p, b), step, block);
-    }
+    });
     // grid.sync()
-    for (const int64_t b : shuffled(blocks)) {
-      const persistent::Shared<scalar_t> sh(p.geo, shared.base(b));
+    grid.step([&](int64_t b, const SharedOf<scalar_t>& sh, HostBlock& block) {
       persistent::backward_step_product(
           p, persistent::slice_of(p, b), sh, step, block);
-    }
+    });
   }
   ++device().backward_launches;
   return true;
@@ -212,21 +231,14 @@ bool emulate_backward(const persistent::BackwardParams<scalar_t>& p) {
 // layer in a shuffled order within each.
 template <typename scalar_t>
 bool emulate_stack(const persistent::StackParams<scalar_t>& p) {
-  const Geometry& geo = p.layers[0].geo;
-  const int64_t blocks = p.L * p.blocks_per_layer;
-  SharedMemory shared(geo, blocks);
-  HostBlock block{geo.threads};
-  for (const int64_t b : shuffled(blocks)) {
-    const persistent::Shared<scalar_t> sh(geo, shared.base(b));
-    block.for_threads([&](int64_t thread, int64_t threads) {
-      persistent::load_stack_weights(p, b, sh, thread, threads);
-    });
-  }
+  Grid<scalar_t> grid(p.layers[0].geo, p.L * p.blocks_per_layer);
+  grid.load([&](int64_t b, const SharedOf<scalar_t>& sh, int64_t t, int64_t n) {
+    persistent::load_stack_weights(p, b, sh, t, n);
+  });
   for (int64_t wave = 0; wave < p.layers[0].T + p.L - 1; ++wave) {
-    for (const int64_t b : shuffled(blocks)) {
-      const persistent::Shared<scalar_t> sh(geo, shared.base(b));
+    grid.step([&](int64_t b, const SharedOf<scalar_t>& sh, HostBlock& block) {
       persistent::stack_step(p, b, sh, wave, block);
-    }
+    });
   }
   ++device().stack_launches;
   return true;
@@ -237,26 +249,18 @@ bool emulate_stack(const persistent::StackParams<scalar_t>& p) {
 template <typename scalar_t>
 bool emulate_stack_backward(
     const persistent::StackBackwardParams<scalar_t>& p) {
-  const Geometry& geo = p.layers[0].geo;
-  const int64_t blocks = p.L * p.blocks_per_layer;
-  SharedMemory shared(geo, blocks);
-  HostBlock block{geo.threads};
-  for (const int64_t b : shuffled(blocks)) {
-    const persistent::Shared<scalar_t> sh(geo, shared.base(b));
-    block.for_threads([&](int64_t thread, int64_t threads) {
-      persistent::load_stack_backward_weights(p, b, sh, thread, threads);
-    });
-  }
+  Grid<scalar_t> grid(p.layers[0].geo, p.L * p.blocks_per_layer);
+  grid.load([&](int64_t b, const SharedOf<scalar_t>& sh, int64_t t, int64_t n) {
+    persistent::load_stack_backward_weights(p, b, sh, t, n);
+  });
   for (int64_t wave = 0; wave < p.layers[0].T + p.L - 1; ++wave) {
-    for (const int64_t b : shuffled(blocks)) {
-      const persistent::Shared<scalar_t> sh(geo, shared.base(b));
+    grid.step([&](int64_t b, const SharedOf<scalar_t>& sh, HostBlock& block) {
       persistent::stack_backward_pointwise(p, b, sh, wave, block);
-    }
+    });
     // grid.sync()
-    for (const int64_t b : shuffled(blocks)) {
-      const persistent::Shared<scalar_t> sh(geo, shared.base(b));
+    grid.step([&](int64_t b, const SharedOf<scalar_t>& sh, HostBlock& block) {
       persistent::stack_backward_product(p, b, sh, wave, block);
-    }
+    });
   }
   ++device().stack_backward_launches;
   return true;
